@@ -1,0 +1,197 @@
+//! The command line: one binary, `mcptrust`, with subcommands. Every flag also reads an
+//! environment variable (shown in `--help`), as in Linkerd's and kube-rs' controllers.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::api::McpServer;
+use crate::inject::{InjectConfig, StaticMutator};
+use crate::telemetry::LogArgs;
+
+/// mcptrust: TLS that just works for MCP servers and their sandboxes.
+#[derive(Parser, Debug)]
+#[command(name = "mcptrust", version, about, long_about = None)]
+pub struct Cli {
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inject the CA volume, the CA/proxy env block and annotations into manifests
+    /// (Pods and workloads), offline, like `istioctl kube-inject`.
+    Inject(InjectArgs),
+    /// Serve the mutating admission webhook (AdmissionReview v1 over HTTPS) and the
+    /// admin port, injecting from the config file (no cluster needed).
+    Webhook(WebhookCommand),
+    /// Assemble a trust bundle: `ca.pem` (private CAs) and `ca-bundle.pem` (Mozilla roots
+    /// plus private CAs).
+    Bundle(crate::pki::cli::BundleArgs),
+    /// Print the McpServer CustomResourceDefinition (YAML).
+    Crd,
+}
+
+/// Where the operator's injection config comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Injection config file (YAML, see `examples/config.yaml`); without it the built-in
+    /// default is used (a seed-000 sandbox proxy at 10.200.0.1:3128).
+    #[arg(long = "config", env = "MCPTRUST_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Loads the config file, or the embedded default.
+    ///
+    /// # Errors
+    /// An unreadable file, or invalid YAML (with line and column).
+    pub fn load(&self) -> anyhow::Result<InjectConfig> {
+        match &self.config {
+            None => Ok(InjectConfig::embedded_default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                InjectConfig::from_yaml(&text)
+                    .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))
+            }
+        }
+    }
+}
+
+/// `mcptrust inject` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InjectArgs {
+    /// Manifest file (multi-document YAML), or `-` for standard input.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "MCPTRUST_INJECT_FILE",
+        default_value = "-"
+    )]
+    pub filename: String,
+    /// An McpServer manifest whose trust, proxy and env apply to the pods it selects.
+    #[arg(long = "mcpserver", env = "MCPTRUST_INJECT_MCPSERVER")]
+    pub mcpserver: Option<PathBuf>,
+    /// Config.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `mcptrust webhook` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebhookCommand {
+    /// Webhook listener and TLS files.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
+    /// Admin port.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
+    /// Config.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+fn read_input(name: &str) -> anyhow::Result<String> {
+    if name == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(name).with_context(|| format!("reading {name}"))
+    }
+}
+
+/// Loads an McpServer manifest (YAML).
+///
+/// # Errors
+/// Unreadable file, invalid YAML, or not an McpServer.
+pub fn load_mcpserver(path: &std::path::Path) -> anyhow::Result<McpServer> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading McpServer {}", path.display()))?;
+    let server: McpServer = serde_saphyr::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("McpServer {}: {e}", path.display()))?;
+    Ok(server)
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever the subcommand reports; `main` prints it and exits 1.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::api::crd_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inject(args) => {
+            let config = args.config.load()?;
+            let server = args.mcpserver.as_deref().map(load_mcpserver).transpose()?;
+            let input = read_input(&args.filename)?;
+            let out = crate::inject::manifest::inject_manifests(&input, &config, server.as_ref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.filename))?;
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle(args) => {
+            let summary = crate::pki::cli::run(&args)?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook(args) => {
+            let config = args.config.load()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(run_webhook(args, config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run_webhook(args: WebhookCommand, config: InjectConfig) -> anyhow::Result<()> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let readiness = crate::admin::Readiness::default();
+    let mutator: Arc<dyn crate::inject::Mutator> = Arc::new(StaticMutator::new(&config, None));
+    let admin_listener = tokio::net::TcpListener::bind(args.admin.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", args.admin.admin_listen))?;
+    // One shutdown for both servers: SIGTERM or Ctrl-C.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::webhook::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let admin = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        crate::admin::router(metrics.clone(), readiness.clone()),
+        wait_stop(stop_rx.clone()),
+    ));
+    let result = crate::webhook::run(
+        &args.webhook,
+        mutator,
+        metrics,
+        readiness,
+        wait_stop(stop_rx),
+    )
+    .await;
+    let _ = admin.await;
+    result.map_err(anyhow::Error::from)
+}
+
+/// Resolves once the shutdown flag is set.
+pub async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

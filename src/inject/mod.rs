@@ -1,0 +1,98 @@
+//! The injector: a pure function from a Pod (or a workload's pod template) and an
+//! [`Injection`] to an RFC 6902 JSONPatch (`json_patch::Patch`).
+//!
+//! It is shared by the admission webhook and the offline `mcptrust inject`, in the way
+//! `istioctl kube-inject` shares Istio's injector. It makes no API calls.
+
+mod config;
+pub mod manifest;
+mod noproxy;
+mod patch;
+
+pub use config::*;
+pub use noproxy::{build_no_proxy, normalize_no_proxy_entry};
+pub use patch::{
+    ANNOTATION_BUNDLE_SHA256, ANNOTATION_ENV_OVERRIDDEN, ANNOTATION_INJECTED, ANNOTATION_MCPSERVER,
+    ANNOTATION_OVERLAY, ANNOTATION_SKIP_ENV, ANNOTATION_SKIPPED, LABEL_INJECT, inject,
+    pod_template_pointer,
+};
+
+/// What the injector decided for one object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// The JSONPatch to apply to the object as received; empty when nothing changes.
+    pub patch: json_patch::Patch,
+    /// Why the object (or some of its containers) was left alone, when it was.
+    pub skipped: Vec<String>,
+}
+
+impl Outcome {
+    /// True when the patch is empty.
+    pub fn is_noop(&self) -> bool {
+        self.patch.0.is_empty()
+    }
+}
+
+/// Errors of the injector. Each has a stable [`InjectError::reason`].
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// The object is not a JSON object, or a field has the wrong JSON type
+    /// (e.g. `spec.containers` is not an array).
+    #[error("malformed object: {0}")]
+    Malformed(String),
+}
+
+impl InjectError {
+    /// A stable, CamelCase reason for metrics, events and AdmissionReview status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InjectError::Malformed(_) => "MalformedObject",
+        }
+    }
+}
+
+/// Decides the injection for an admitted object. The webhook holds one behind an `Arc`;
+/// implementations answer from memory (configuration or reflector caches), never from API
+/// calls, because they run on the path of every pod creation.
+pub trait Mutator: Send + Sync + 'static {
+    /// Computes the patch for `object` (a Pod or workload as JSON) in `namespace`.
+    ///
+    /// # Errors
+    /// [`InjectError`] when the object is malformed.
+    fn mutate(
+        &self,
+        namespace: Option<&str>,
+        object: &serde_json::Value,
+    ) -> Result<Outcome, InjectError>;
+}
+
+/// A [`Mutator`] that injects the same [`InjectConfig`] everywhere: the webhook's
+/// standalone mode (no cluster) and the offline `mcptrust inject`.
+#[derive(Clone, Debug)]
+pub struct StaticMutator {
+    injection: Injection,
+}
+
+impl StaticMutator {
+    /// Builds it from the operator config and an optional McpServer.
+    pub fn new(config: &InjectConfig, server: Option<&crate::api::McpServer>) -> Self {
+        Self {
+            injection: Injection::resolve(config, server),
+        }
+    }
+
+    /// The resolved settings.
+    pub fn injection(&self) -> &Injection {
+        &self.injection
+    }
+}
+
+impl Mutator for StaticMutator {
+    fn mutate(
+        &self,
+        _namespace: Option<&str>,
+        object: &serde_json::Value,
+    ) -> Result<Outcome, InjectError> {
+        inject(object, &self.injection)
+    }
+}

@@ -1,0 +1,571 @@
+//! Patch construction: the object is read, never changed; every change is an RFC 6902
+//! operation whose path is built token by token with [`PointerBuf::from_tokens`], so that
+//! `/` and `~` in annotation keys are escaped (`~1`, `~0`). Parent maps and arrays that are
+//! missing are created by the operation that adds the first child.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde_json::{Map, Value, json};
+
+use super::{CaFileKind, InjectError, Injection, Outcome, SYSTEM_TRUST_PATHS, build_no_proxy};
+
+/// Annotation: the mcptrust version that injected the pod. Its presence marks the pod as
+/// injected (a ValidatingAdmissionPolicy can require it); the injector is idempotent anyway.
+pub const ANNOTATION_INJECTED: &str = "mcptrust.io/injected";
+/// Annotation: sha256 (hex) of the mounted `ca-bundle.pem`.
+pub const ANNOTATION_BUNDLE_SHA256: &str = "mcptrust.io/trust-bundle-sha256";
+/// Annotation: the variables a container already set, which mcptrust left alone
+/// (`container: NAME,NAME; other: NAME`).
+pub const ANNOTATION_ENV_OVERRIDDEN: &str = "mcptrust.io/env-overridden";
+/// Annotation: why containers (or the whole pod) were not injected.
+pub const ANNOTATION_SKIPPED: &str = "mcptrust.io/skipped";
+/// Annotation (set by users): comma-separated variable names that must not be injected.
+pub const ANNOTATION_SKIP_ENV: &str = "mcptrust.io/skip-env";
+/// Annotation (set by users): `"true"` mounts the bundle over the distro trust paths.
+pub const ANNOTATION_OVERLAY: &str = "mcptrust.io/overlay-system-trust";
+/// Annotation: the McpServer (`namespace/name`) whose settings were injected.
+pub const ANNOTATION_MCPSERVER: &str = "mcptrust.io/mcpserver";
+/// Label: `"false"` opts a pod (or workload) out; `"true"` opts it in where the namespace
+/// has not.
+pub const LABEL_INJECT: &str = "mcptrust.io/inject";
+
+/// The JSON pointer tokens from an object of `kind` to its pod template (the object holding
+/// `metadata` and `spec.containers`): empty for a Pod, `spec/template` for Deployment,
+/// StatefulSet, DaemonSet, ReplicaSet, ReplicationController and Job, and
+/// `spec/jobTemplate/spec/template` for CronJob. `None` for kinds mcptrust does not handle.
+pub fn pod_template_pointer(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Pod" => Some(&[]),
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => Some(&["spec", "template"]),
+        "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
+        _ => None,
+    }
+}
+
+fn ptr<'a>(tokens: impl IntoIterator<Item = &'a str>) -> PointerBuf {
+    PointerBuf::from_tokens(tokens)
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+fn malformed(what: &str, expected: &str) -> InjectError {
+    InjectError::Malformed(format!("{what} must be {expected}"))
+}
+
+/// Reads an optional field that must be of one JSON type when present.
+fn opt_object<'v>(
+    v: &'v Value,
+    key: &str,
+    what: &str,
+) -> Result<Option<&'v Map<String, Value>>, InjectError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(malformed(what, "an object")),
+    }
+}
+
+fn opt_array<'v>(
+    v: &'v Value,
+    key: &str,
+    what: &str,
+) -> Result<Option<&'v Vec<Value>>, InjectError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(_) => Err(malformed(what, "an array")),
+    }
+}
+
+fn str_map(m: Option<&Map<String, Value>>) -> BTreeMap<&str, &str> {
+    m.map(|m| {
+        m.iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.as_str(), s)))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The env block for `inj`, in injection order: CA variables, proxy variables in both
+/// cases with identical values plus NODE_USE_ENV_PROXY=1 (only when a proxy is set), then
+/// the extra env. HTTP_PROXY falls back to the https proxy and vice versa, so that a
+/// fail-closed egress policy does not break plain-http clients.
+pub(crate) fn desired_env(inj: &Injection) -> Vec<(String, String)> {
+    let mount = inj.mount_path.trim_end_matches('/');
+    let mut env: Vec<(String, String)> = inj
+        .ca_variables
+        .iter()
+        .map(|v| {
+            let file = match v.file {
+                CaFileKind::Bundle => super::BUNDLE_FILE,
+                CaFileKind::PrivateOnly => super::CA_FILE,
+            };
+            (v.name.clone(), format!("{mount}/{file}"))
+        })
+        .collect();
+    let p = &inj.proxy;
+    if p.enabled() {
+        let http = p.http_proxy.as_ref().or(p.https_proxy.as_ref());
+        let https = p.https_proxy.as_ref().or(p.http_proxy.as_ref());
+        if let Some(http) = http {
+            env.push(("HTTP_PROXY".into(), http.clone()));
+            env.push(("http_proxy".into(), http.clone()));
+        }
+        if let Some(https) = https {
+            env.push(("HTTPS_PROXY".into(), https.clone()));
+            env.push(("https_proxy".into(), https.clone()));
+        }
+        let no_proxy = build_no_proxy(p);
+        env.push(("NO_PROXY".into(), no_proxy.clone()));
+        env.push(("no_proxy".into(), no_proxy));
+        env.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
+    }
+    for e in &inj.extra_env {
+        env.retain(|(n, _)| n != &e.name);
+        env.push((e.name.clone(), e.value.clone()));
+    }
+    env
+}
+
+/// True when two absolute mount paths overlap (equal, or one is a directory above the
+/// other), which would make one mount hide the other.
+fn paths_overlap(a: &str, b: &str) -> bool {
+    let a = a.trim_end_matches('/');
+    let b = b.trim_end_matches('/');
+    a == b
+        || a.strip_prefix(b).is_some_and(|r| r.starts_with('/'))
+        || b.strip_prefix(a).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Computes the JSONPatch that injects `inj` into `object` (a Pod, or a Deployment,
+/// StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job or CronJob).
+///
+/// Into every container and init container it adds the trust volume mount (read-only,
+/// whole directory at `inj.mount_path`) and the env block ([`desired_env`]); into the pod
+/// spec the ConfigMap volume; into the pod template's annotations
+/// [`ANNOTATION_INJECTED`], [`ANNOTATION_BUNDLE_SHA256`] and, when they apply,
+/// [`ANNOTATION_MCPSERVER`], [`ANNOTATION_ENV_OVERRIDDEN`] and [`ANNOTATION_SKIPPED`].
+///
+/// Guarantees:
+/// - a name the container already sets is never changed (it is recorded instead);
+/// - a volume name or mount path the pod already uses for something else is never
+///   clobbered: the pod (volume clash) or the container (mount clash) is skipped, with the
+///   reason in [`ANNOTATION_SKIPPED`] and [`Outcome::skipped`];
+/// - env is only pointed at files that are mounted ("mount before you point");
+/// - applying the patch and injecting again yields an empty patch;
+/// - kinds it does not handle, objects without a pod template, and objects labelled
+///   `mcptrust.io/inject: "false"` get an empty patch.
+///
+/// # Errors
+/// [`InjectError::Malformed`] when the object is not a JSON object or a field it reads has
+/// the wrong JSON type (e.g. `spec.containers` is a string).
+pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
+    if !object.is_object() {
+        return Err(malformed("the object", "a JSON object"));
+    }
+    let kind = match object.get("kind") {
+        Some(Value::String(k)) => k.as_str(),
+        // Admission requests carry the kind; tolerate a bare pod manifest without it.
+        None if object.pointer("/spec/containers").is_some() => "Pod",
+        _ => return Ok(Outcome::default()),
+    };
+    let Some(base) = pod_template_pointer(kind) else {
+        return Ok(Outcome::default());
+    };
+    let mut template = object;
+    for t in base {
+        match template.get(*t) {
+            Some(v) if v.is_object() => template = v,
+            Some(Value::Null) | None => return Ok(Outcome::default()),
+            Some(_) => return Err(malformed(&format!("{kind} field {t}"), "an object")),
+        }
+    }
+    let meta = opt_object(template, "metadata", "metadata")?;
+    let spec = match template.get("spec") {
+        Some(s @ Value::Object(_)) => s,
+        None | Some(Value::Null) => return Ok(Outcome::default()),
+        Some(_) => return Err(malformed("spec", "an object")),
+    };
+
+    // Opt-out label, on the pod template or on the workload itself.
+    let labels = str_map(
+        meta.and_then(|m| m.get("labels"))
+            .and_then(Value::as_object),
+    );
+    let own_labels = str_map(
+        object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object),
+    );
+    if labels.get(LABEL_INJECT) == Some(&"false") || own_labels.get(LABEL_INJECT) == Some(&"false")
+    {
+        return Ok(Outcome::default());
+    }
+    let annotations_obj = match meta {
+        Some(m) => match m.get("annotations") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(a)) => Some(a),
+            Some(_) => return Err(malformed("metadata.annotations", "an object")),
+        },
+        None => None,
+    };
+    let annotations = str_map(annotations_obj);
+    let skip_env: Vec<&str> = annotations
+        .get(ANNOTATION_SKIP_ENV)
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let overlay = inj.overlay_system_trust || annotations.get(ANNOTATION_OVERLAY) == Some(&"true");
+
+    let mut ops: Vec<PatchOperation> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut overridden: Vec<String> = Vec::new();
+    let mut injected_any = false;
+
+    // The pod volume.
+    let desired_volume = json!({
+        "name": inj.volume_name,
+        "configMap": {"name": inj.config_map},
+    });
+    let volumes = opt_array(spec, "volumes", "spec.volumes")?;
+    let existing_volume = volumes
+        .into_iter()
+        .flatten()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some(inj.volume_name.as_str()));
+    let volume_ok = match existing_volume {
+        None => {
+            let spec_tokens = base.iter().copied().chain(["spec"]);
+            if volumes.is_some() {
+                ops.push(add(
+                    ptr(spec_tokens.chain(["volumes", "-"])),
+                    desired_volume,
+                ));
+            } else {
+                ops.push(add(
+                    ptr(spec_tokens.chain(["volumes"])),
+                    json!([desired_volume]),
+                ));
+            }
+            true
+        }
+        Some(v) => {
+            let ours = v.pointer("/configMap/name").and_then(Value::as_str)
+                == Some(inj.config_map.as_str());
+            if !ours {
+                skipped.push(format!(
+                    "pod: volume {:?} already exists with another source; rename it or set mcptrust.io/inject=false",
+                    inj.volume_name
+                ));
+            }
+            ours
+        }
+    };
+
+    // mTLS Secret volumes: one that clashes with a foreign volume is skipped alone.
+    let mut tls: Vec<&super::TlsMount> = Vec::new();
+    if volume_ok {
+        for t in &inj.tls_mounts {
+            let existing = volumes
+                .into_iter()
+                .flatten()
+                .find(|v| v.get("name").and_then(Value::as_str) == Some(t.volume_name.as_str()));
+            match existing {
+                None => {
+                    let vol = json!({"name": t.volume_name, "secret": {"secretName": t.secret_name}});
+                    ops.push(add(
+                        ptr(base.iter().copied().chain(["spec", "volumes", "-"])),
+                        vol,
+                    ));
+                    tls.push(t);
+                }
+                Some(v) if v.pointer("/secret/secretName").and_then(Value::as_str) == Some(t.secret_name.as_str()) => {
+                    tls.push(t)
+                }
+                Some(_) => skipped.push(format!(
+                    "pod: volume {:?} already exists with another source; the mTLS Secret {} is not mounted",
+                    t.volume_name, t.secret_name
+                )),
+            }
+        }
+    }
+
+    let env = desired_env(inj);
+    let mount_path = inj.mount_path.trim_end_matches('/');
+    if volume_ok {
+        for list in ["initContainers", "containers"] {
+            let Some(containers) = opt_array(spec, list, &format!("spec.{list}"))? else {
+                continue;
+            };
+            for (i, c) in containers.iter().enumerate() {
+                if !c.is_object() {
+                    return Err(malformed(&format!("spec.{list}[{i}]"), "an object"));
+                }
+                let cname = c.get("name").and_then(Value::as_str).unwrap_or("?");
+                let idx = i.to_string();
+                let ctoks = || base.iter().copied().chain(["spec", list, idx.as_str()]);
+                let mounts =
+                    opt_array(c, "volumeMounts", &format!("{list}[{cname}].volumeMounts"))?;
+                // Mount clash: something else at or around our path.
+                let mut have_mount = false;
+                let mut clash = None;
+                for m in mounts.into_iter().flatten() {
+                    let mp = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+                    let mn = m.get("name").and_then(Value::as_str).unwrap_or("");
+                    if mn == inj.volume_name
+                        && mp.trim_end_matches('/') == mount_path
+                        && m.get("subPath").is_none()
+                    {
+                        have_mount = true;
+                    } else if paths_overlap(mp, mount_path) {
+                        clash = Some(format!(
+                            "container {cname}: mount path {mp} (volume {mn}) overlaps {mount_path}; move it or set mcptrust.io/inject=false"
+                        ));
+                    }
+                }
+                if let Some(reason) = clash {
+                    skipped.push(reason);
+                    continue;
+                }
+                injected_any = true;
+                let mut new_mounts: Vec<Value> = Vec::new();
+                if !have_mount {
+                    new_mounts.push(json!({
+                        "name": inj.volume_name,
+                        "mountPath": mount_path,
+                        "readOnly": true,
+                    }));
+                }
+                for t in &tls {
+                    let path = t.mount_path.trim_end_matches('/');
+                    let mut present = false;
+                    let mut taken = None;
+                    for m in mounts.into_iter().flatten() {
+                        let mp = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+                        let mn = m.get("name").and_then(Value::as_str).unwrap_or("");
+                        if mn == t.volume_name && mp.trim_end_matches('/') == path {
+                            present = true;
+                        } else if paths_overlap(mp, path) {
+                            taken = Some(mp.to_string());
+                        }
+                    }
+                    if let Some(mp) = taken {
+                        skipped.push(format!(
+                            "container {cname}: mount path {mp} overlaps {path}; the mTLS Secret {} is not mounted there",
+                            t.secret_name
+                        ));
+                    } else if !present {
+                        new_mounts.push(
+                            json!({"name": t.volume_name, "mountPath": path, "readOnly": true}),
+                        );
+                    }
+                }
+                if overlay {
+                    for path in SYSTEM_TRUST_PATHS {
+                        let taken = mounts.into_iter().flatten().any(|m| {
+                            m.get("mountPath")
+                                .and_then(Value::as_str)
+                                .map(|p| p.trim_end_matches('/'))
+                                == Some(*path)
+                        });
+                        if !taken {
+                            new_mounts.push(json!({
+                                "name": inj.volume_name,
+                                "mountPath": path,
+                                "subPath": super::BUNDLE_FILE,
+                                "readOnly": true,
+                            }));
+                        }
+                    }
+                }
+                push_all(
+                    &mut ops,
+                    ctoks().chain(["volumeMounts"]),
+                    mounts.is_some(),
+                    new_mounts,
+                );
+
+                let cenv = opt_array(c, "env", &format!("{list}[{cname}].env"))?;
+                let mut new_env: Vec<Value> = Vec::new();
+                let mut mine_overridden: Vec<&str> = Vec::new();
+                for (name, value) in &env {
+                    if skip_env.contains(&name.as_str()) {
+                        continue;
+                    }
+                    let existing = cenv
+                        .into_iter()
+                        .flatten()
+                        .find(|e| e.get("name").and_then(Value::as_str) == Some(name.as_str()));
+                    match existing {
+                        None => new_env.push(json!({"name": name, "value": value})),
+                        Some(e)
+                            if e.get("value").and_then(Value::as_str) == Some(value.as_str())
+                                && e.get("valueFrom").is_none() => {}
+                        Some(_) => mine_overridden.push(name),
+                    }
+                }
+                if !mine_overridden.is_empty() {
+                    overridden.push(format!("{cname}: {}", mine_overridden.join(",")));
+                }
+                push_all(&mut ops, ctoks().chain(["env"]), cenv.is_some(), new_env);
+            }
+        }
+    }
+
+    // Annotations on the pod template.
+    let mut tls_keys: Vec<(String, String)> = Vec::new();
+    let mut want: Vec<(&str, String)> = Vec::new();
+    if injected_any {
+        want.push((ANNOTATION_INJECTED, crate::VERSION.to_string()));
+        if let Some(sha) = &inj.bundle_sha256 {
+            want.push((ANNOTATION_BUNDLE_SHA256, sha.clone()));
+        }
+        if let Some(server) = &inj.mcp_server {
+            want.push((ANNOTATION_MCPSERVER, server.clone()));
+        }
+        for t in &tls {
+            if let Some(sha) = &t.sha256 {
+                tls_keys.push((format!("sha256.mcptrust.io/{}", t.volume_name), sha.clone()));
+            }
+            if let Some(na) = &t.not_after {
+                tls_keys.push((
+                    format!("not-after.mcptrust.io/{}", t.volume_name),
+                    na.clone(),
+                ));
+            }
+        }
+    }
+    for (k, v) in &tls_keys {
+        want.push((k.as_str(), v.clone()));
+    }
+    if !overridden.is_empty() {
+        want.push((ANNOTATION_ENV_OVERRIDDEN, overridden.join("; ")));
+    }
+    if !skipped.is_empty() {
+        want.push((ANNOTATION_SKIPPED, skipped.join("; ")));
+    }
+    let want: Vec<(&str, String)> = want
+        .into_iter()
+        .filter(|(k, v)| annotations.get(k) != Some(&v.as_str()))
+        .collect();
+    if !want.is_empty() {
+        let meta_toks = || base.iter().copied().chain(["metadata"]);
+        if meta.is_none() {
+            let map: Map<String, Value> = want
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            ops.push(add(ptr(meta_toks()), json!({"annotations": map})));
+        } else if annotations_obj.is_none() {
+            let map: Map<String, Value> = want
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            ops.push(add(
+                ptr(meta_toks().chain(["annotations"])),
+                Value::Object(map),
+            ));
+        } else {
+            for (k, v) in want {
+                let path = ptr(meta_toks().chain(["annotations", k]));
+                if annotations_obj.is_some_and(|a| a.contains_key(k)) {
+                    ops.push(PatchOperation::Replace(ReplaceOperation {
+                        path,
+                        value: json!(v),
+                    }));
+                } else {
+                    ops.push(add(path, json!(v)));
+                }
+            }
+        }
+    }
+
+    Ok(Outcome {
+        patch: Patch(ops),
+        skipped,
+    })
+}
+
+/// Appends `items` to the array at `tokens`: one `add` of the whole array when it does not
+/// exist yet, else one `add …/-` per item.
+fn push_all<'a>(
+    ops: &mut Vec<PatchOperation>,
+    tokens: impl Iterator<Item = &'a str> + Clone,
+    exists: bool,
+    items: Vec<Value>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if exists {
+        for item in items {
+            ops.push(add(ptr(tokens.clone().chain(["-"])), item));
+        }
+    } else {
+        ops.push(add(ptr(tokens), Value::Array(items)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::{InjectConfig, Injection};
+
+    #[test]
+    fn overlap() {
+        assert!(paths_overlap("/etc/mcptrust", "/etc/mcptrust/trust"));
+        assert!(paths_overlap("/etc/mcptrust/trust/", "/etc/mcptrust/trust"));
+        assert!(paths_overlap(
+            "/etc/mcptrust/trust/x",
+            "/etc/mcptrust/trust"
+        ));
+        assert!(!paths_overlap(
+            "/etc/mcptrust/trusted",
+            "/etc/mcptrust/trust"
+        ));
+        assert!(!paths_overlap("/data", "/etc/mcptrust/trust"));
+    }
+
+    #[test]
+    fn env_block_shapes() {
+        let inj = Injection::resolve(&InjectConfig::embedded_default(), None);
+        let env = desired_env(&inj);
+        let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("SSL_CERT_FILE"),
+            Some("/etc/mcptrust/trust/ca-bundle.pem")
+        );
+        assert_eq!(
+            get("NODE_EXTRA_CA_CERTS"),
+            Some("/etc/mcptrust/trust/ca.pem")
+        );
+        assert_eq!(get("HTTPS_PROXY"), get("https_proxy"));
+        assert_eq!(get("NO_PROXY"), get("no_proxy"));
+        assert_eq!(get("NODE_USE_ENV_PROXY"), Some("1"));
+        assert!(get("SSL_CERT_DIR").is_none());
+    }
+
+    #[test]
+    fn no_proxy_env_without_proxy() {
+        let mut cfg = InjectConfig::embedded_default();
+        cfg.proxy.http_proxy = None;
+        cfg.proxy.https_proxy = None;
+        let env = desired_env(&Injection::resolve(&cfg, None));
+        assert!(
+            env.iter()
+                .all(|(k, _)| !k.to_ascii_uppercase().contains("PROXY"))
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! mcptrust: makes TLS just work for MCP (Model Context Protocol) servers and the
+//! sandboxes that run them.
+//!
+//! The crate is a library plus one binary (`mcptrust`). The library is split the way
+//! the reconcile pipeline and the admission path are split:
+//!
+//! - [`api`]: the `McpServer` custom resource (`mcpservers.mcptrust.io`) and its status types;
+//! - [`pki`]: trust-bundle assembly, PEM parsing and certificate fingerprints;
+//! - [`inject`]: the pure Pod/pod-template → RFC 6902 JSONPatch injector, shared by the
+//!   webhook and `mcptrust inject`;
+//! - [`webhook`]: the axum admission server (AdmissionReview v1 over rustls);
+//! - [`tls`]: a rustls `ServerConfig` whose certificate is hot-swapped on file change and SIGHUP;
+//! - [`admin`] and [`metrics`]: the plain-HTTP `/livez`, `/readyz` and `/metrics` port.
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod inject;
+pub mod metrics;
+pub mod pki;
+pub mod telemetry;
+pub mod tls;
+pub mod webhook;
+
+/// The version written into the `mcptrust.io/injected` annotation (the crate version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

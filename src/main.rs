@@ -1,0 +1,17 @@
+//! The `mcptrust` binary: installs the rustls crypto provider, parses the CLI, runs.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    // Exactly one process-level provider (ring), before anything touches TLS.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = mcptrust::cli::Cli::parse();
+    mcptrust::telemetry::init(&cli.log);
+    match mcptrust::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The committed CRD matches the code, and its CEL rules accept the examples and reject
+//! bad specs with messages a person can act on. CEL is evaluated by kube-cel's Validator
+//! (the Kubernetes CEL library functions, client-side), against the exact schema in crds/.
+
+use kube::CustomResourceExt;
+use mcptrust::api::McpServer;
+use serde_json::{Value, json};
+
+const CRD_FILE: &str = "crds/mcpservers.mcptrust.io.yaml";
+
+#[test]
+fn committed_crd_matches_generator() {
+    let generated = mcptrust::api::crd_yaml().expect("crd yaml");
+    let committed = std::fs::read_to_string(CRD_FILE).expect("read crds/");
+    assert!(
+        generated == committed,
+        "{CRD_FILE} is stale: run `cargo run -- crd > {CRD_FILE}` and commit it"
+    );
+}
+
+#[test]
+fn crd_shape() {
+    let crd = McpServer::crd();
+    assert_eq!(crd.metadata.name.as_deref(), Some("mcpservers.mcptrust.io"));
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["mcps".to_string()]));
+    let v = &crd.spec.versions[0];
+    assert_eq!(v.name, "v1alpha1");
+    assert!(
+        v.subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
+    let cols: Vec<&str> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        cols,
+        ["Ready", "Transport", "Endpoint", "Cert-Expiry", "Age"]
+    );
+}
+
+fn schema() -> Value {
+    let crd = McpServer::crd();
+    let s = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
+    serde_json::to_value(s).expect("schema json")
+}
+
+fn object(spec: Value) -> Value {
+    json!({
+        "apiVersion": "mcptrust.io/v1alpha1",
+        "kind": "McpServer",
+        "metadata": {"name": "github", "namespace": "agents"},
+        "spec": spec,
+    })
+}
+
+/// Validates with CEL; returns the failure messages.
+fn cel_errors(obj: &Value) -> Vec<String> {
+    let validator = kube_cel::Validator::new();
+    match validator.validate(&schema(), obj, None) {
+        Ok(()) => Vec::new(),
+        Err(errs) => errs
+            .as_slice()
+            .iter()
+            .map(|e| format!("{}: {}", e.field_path, e.message))
+            .collect(),
+    }
+}
+
+fn assert_rejected(spec: Value, needle: &str) {
+    let errs = cel_errors(&object(spec.clone()));
+    assert!(
+        errs.iter().any(|e| e.contains(needle)),
+        "spec {spec} should be rejected with {needle:?}, got {errs:?}"
+    );
+}
+
+fn assert_accepted(spec: Value) {
+    let errs = cel_errors(&object(spec.clone()));
+    assert!(
+        errs.is_empty(),
+        "spec {spec} should be accepted, got {errs:?}"
+    );
+}
+
+#[test]
+fn examples_are_valid() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("examples").expect("examples/") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        for doc in mcptrust::inject::manifest::split_documents(&text) {
+            let Ok(Some(v)) = serde_saphyr::from_str::<Option<Value>>(doc.text) else {
+                continue;
+            };
+            if v.get("kind").and_then(Value::as_str) != Some("McpServer") {
+                continue;
+            }
+            seen += 1;
+            let typed: McpServer = serde_json::from_value(v.clone())
+                .unwrap_or_else(|e| panic!("{}: not an McpServer: {e}", path.display()));
+            assert!(typed.metadata.name.is_some());
+            let errs = cel_errors(&v);
+            assert!(errs.is_empty(), "{}: {errs:?}", path.display());
+        }
+    }
+    assert!(
+        seen >= 4,
+        "expected an McpServer per seed scenario, found {seen}"
+    );
+}
+
+#[test]
+fn https_url_required_with_tls_settings() {
+    assert_rejected(
+        json!({"endpoint": {"url": "http://x.agents.svc:8080/mcp"}, "mtls": {"clients": [{"name": "gw"}]}}),
+        "must be an https:// URL when spec.mtls",
+    );
+    assert_rejected(
+        json!({"transport": "stdio", "trust": {"pinServerCertificate": true}}),
+        "must be an https:// URL",
+    );
+    assert_accepted(
+        json!({"endpoint": {"url": "https://x.agents.svc:8443/mcp/"}, "mtls": {"clients": [{"name": "gw"}]}}),
+    );
+}
+
+#[test]
+fn endpoint_required_for_http_transports() {
+    assert_rejected(json!({"transport": "sse"}), "spec.endpoint.url is required");
+    assert_accepted(json!({"transport": "stdio"}));
+}
+
+#[test]
+fn renew_before_shorter_than_duration() {
+    let url = json!({"url": "https://x.agents.svc/mcp"});
+    assert_rejected(
+        json!({"endpoint": url, "mtls": {"duration": "720h", "renewBefore": "720h"}}),
+        "renewBefore must be shorter than spec.mtls.duration",
+    );
+    assert_rejected(
+        json!({"endpoint": url, "mtls": {"renewBefore": "3000h"}}),
+        "renewBefore must be shorter",
+    );
+    assert_accepted(json!({"endpoint": url, "mtls": {"duration": "2160h", "renewBefore": "720h"}}));
+}
+
+#[test]
+fn env_names_are_c_identifiers() {
+    assert_rejected(
+        json!({"transport": "stdio", "env": [{"name": "1BAD", "value": "x"}]}),
+        "C identifiers",
+    );
+    assert_rejected(
+        json!({"transport": "stdio", "env": [{"name": "A-B", "value": "x"}]}),
+        "C identifiers",
+    );
+    assert_rejected(
+        json!({"transport": "stdio", "env": [{"name": "A=B", "value": "x"}]}),
+        "C identifiers",
+    );
+    assert_accepted(json!({"transport": "stdio", "env": [{"name": "_OK_1", "value": "x"}]}));
+}
+
+#[test]
+fn egress_entries_are_strict() {
+    for bad in [
+        "api.github.com",
+        "api.github.com:0",
+        "api.github.com:65536",
+        "api.github.com:443 ",
+        "api.github.com:443\nallow all",
+        "\"api.github.com\":443",
+        "{api}.github.com:443",
+        "API.GITHUB.COM:443",
+        "*.*.github.com:443",
+        "*:443",
+        "a.*.github.com:443",
+        "10.0.0.0/33:443",
+        "10.0.0.0/8",
+        "ɡithub.com:443",
+    ] {
+        assert_rejected(
+            json!({"transport": "stdio", "egress": {"allow": [bad]}}),
+            "spec.egress.allow entries must be",
+        );
+    }
+    assert_accepted(
+        json!({"transport": "stdio", "egress": {"mode": "Enforce", "allow": [
+            "api.github.com:443", "*.githubusercontent.com:443", "10.20.0.0/16:5432", "fd00::/8:443"
+        ]}}),
+    );
+}
+
+#[test]
+fn trust_sources_need_exactly_one_kind() {
+    assert_rejected(
+        json!({"transport": "stdio", "trust": {"sources": [{}]}}),
+        "exactly one of configMap or secret",
+    );
+    assert_rejected(
+        json!({"transport": "stdio", "trust": {"sources": [{"configMap": {"name": "a"}, "secret": {"name": "b"}}]}}),
+        "exactly one of configMap or secret",
+    );
+    assert_accepted(
+        json!({"transport": "stdio", "trust": {"sources": [{"configMap": {"name": "corp-ca", "key": "ca.crt"}}]}}),
+    );
+}
+
+#[test]
+fn no_proxy_rejects_star_prefix() {
+    assert_rejected(
+        json!({"transport": "stdio", "proxy": {"noProxy": ["*.corp.example"]}}),
+        "write .example.com instead",
+    );
+}

@@ -1,0 +1,671 @@
+//! The injector on real-world-shaped manifests. Every case applies the returned JSONPatch
+//! with `json_patch::patch`, checks the result field by field, checks that the result is
+//! still a valid object for k8s-openapi's types, and checks that a second pass is empty.
+
+use json_patch::PatchOperation;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use mcptrust::api::McpServer;
+use mcptrust::inject::{
+    ANNOTATION_BUNDLE_SHA256, ANNOTATION_ENV_OVERRIDDEN, ANNOTATION_INJECTED, ANNOTATION_MCPSERVER,
+    ANNOTATION_SKIPPED, InjectConfig, Injection, Outcome, inject,
+};
+use serde_json::{Value, json};
+
+const BUNDLE: &str = "/etc/mcptrust/trust/ca-bundle.pem";
+const CA: &str = "/etc/mcptrust/trust/ca.pem";
+const PROXY: &str = "http://10.200.0.1:3128";
+
+fn defaults() -> Injection {
+    let mut cfg = InjectConfig::embedded_default();
+    cfg.trust_bundle_sha256 = Some("ab".repeat(32));
+    Injection::resolve(&cfg, None)
+}
+
+/// Injects, applies, re-injects; returns the mutated object and the first outcome.
+fn run(obj: &Value, inj: &Injection) -> (Value, Outcome) {
+    let out = inject(obj, inj).expect("inject");
+    let mut mutated = obj.clone();
+    json_patch::patch(&mut mutated, &out.patch).expect("patch applies");
+    let again = inject(&mutated, inj).expect("second inject");
+    assert!(
+        again.is_noop(),
+        "second pass must be empty, got {}",
+        serde_json::to_string_pretty(&again.patch).unwrap_or_default()
+    );
+    (mutated, out)
+}
+
+fn env<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
+    c["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?
+        .get("value")?
+        .as_str()
+}
+
+fn count_env(c: &Value, name: &str) -> usize {
+    c["env"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["name"] == name).count())
+        .unwrap_or(0)
+}
+
+fn mount<'a>(c: &'a Value, path: &str) -> Option<&'a Value> {
+    c["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["mountPath"] == path)
+}
+
+fn assert_injected_container(c: &Value) {
+    let m = mount(c, "/etc/mcptrust/trust").unwrap_or_else(|| panic!("no trust mount in {c}"));
+    assert_eq!(m["name"], "mcptrust-trust");
+    assert_eq!(m["readOnly"], true);
+    assert!(m.get("subPath").is_none(), "whole directory, never subPath");
+    for v in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "PIP_CERT",
+        "GIT_SSL_CAINFO",
+        "AWS_CA_BUNDLE",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    ] {
+        if count_env(c, v) == 1 && env(c, v) != Some(BUNDLE) {
+            continue; // set by the user; checked by the caller
+        }
+        assert_eq!(env(c, v), Some(BUNDLE), "{v} in {}", c["name"]);
+    }
+    assert_eq!(env(c, "NODE_EXTRA_CA_CERTS"), Some(CA));
+    assert_eq!(env(c, "DENO_CERT"), Some(CA));
+    for (upper, lower) in [
+        ("HTTP_PROXY", "http_proxy"),
+        ("HTTPS_PROXY", "https_proxy"),
+        ("NO_PROXY", "no_proxy"),
+    ] {
+        assert!(env(c, upper).is_some(), "{upper}");
+        assert_eq!(
+            env(c, upper),
+            env(c, lower),
+            "{upper} and {lower} must match"
+        );
+    }
+    assert_eq!(env(c, "NODE_USE_ENV_PROXY"), Some("1"));
+    assert!(
+        env(c, "SSL_CERT_DIR").is_none(),
+        "SSL_CERT_DIR is never set"
+    );
+    let no_proxy = env(c, "NO_PROXY").unwrap_or_default();
+    assert!(!no_proxy.contains("*."), "no *.x in NO_PROXY: {no_proxy}");
+    for want in [
+        "localhost",
+        "127.0.0.1",
+        ".svc",
+        ".cluster.local",
+        "10.96.0.1",
+        "10.96.0.0/12",
+    ] {
+        assert!(
+            no_proxy.split(',').any(|e| e == want),
+            "{want} missing in {no_proxy}"
+        );
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let n = e["name"].as_str().unwrap_or_default();
+        assert_eq!(count_env(c, n), 1, "duplicate env {n}");
+    }
+}
+
+fn trust_volume(spec: &Value) -> Option<&Value> {
+    spec["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == "mcptrust-trust")
+}
+
+fn pod(spec: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "agents"},
+        "spec": spec,
+    })
+}
+
+fn typed_pod(v: &Value) -> Pod {
+    serde_json::from_value(v.clone()).expect("a valid Pod")
+}
+
+#[test]
+fn minimal_pod_gets_everything() {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "mcp", "namespace": "agents"},
+        "spec": {"containers": [{"name": "server", "image": "node:22"}]}
+    });
+    let (m, out) = run(&obj, &defaults());
+    assert!(out.skipped.is_empty());
+    assert_injected_container(&m["spec"]["containers"][0]);
+    let vol = trust_volume(&m["spec"]).expect("volume");
+    assert_eq!(vol["configMap"]["name"], "mcptrust-trust");
+    let ann = &m["metadata"]["annotations"];
+    assert_eq!(ann[ANNOTATION_INJECTED], mcptrust::VERSION);
+    assert_eq!(ann[ANNOTATION_BUNDLE_SHA256], "ab".repeat(32));
+    assert!(ann.get(ANNOTATION_ENV_OVERRIDDEN).is_none());
+    let p = typed_pod(&m);
+    assert_eq!(
+        p.spec.expect("spec").containers[0]
+            .env
+            .as_ref()
+            .map(Vec::len),
+        Some(16)
+    );
+}
+
+#[test]
+fn seed_000_sandbox_pod_with_init_container_and_env_from() {
+    let text = std::fs::read_to_string("examples/sandbox-pod.yaml").expect("example");
+    let obj: Value = serde_saphyr::from_str(&text).expect("yaml");
+    let (m, _) = run(&obj, &defaults());
+    let spec = &m["spec"];
+    let init = &spec["initContainers"][0];
+    let main = &spec["containers"][0];
+    assert_injected_container(init);
+    assert_injected_container(main);
+    // What was there stays there, in order.
+    assert_eq!(main["env"][0]["name"], "MCP_LOG_LEVEL");
+    assert_eq!(main["envFrom"][0]["secretRef"]["name"], "msal-credentials");
+    assert_eq!(main["volumeMounts"][0]["name"], "work");
+    assert_eq!(main["volumeMounts"][1]["mountPath"], "/etc/mcp");
+    assert_eq!(main["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(init["volumeMounts"][0]["mountPath"], "/work");
+    assert_eq!(spec["volumes"][0]["name"], "work");
+    assert_eq!(spec["volumes"][1]["name"], "servers");
+    assert!(trust_volume(spec).is_some());
+    assert_eq!(
+        m["metadata"]["annotations"]["openshell.io/sandbox"],
+        "v0.0.31"
+    );
+    assert_eq!(env(main, "HTTPS_PROXY"), Some(PROXY));
+    typed_pod(&m);
+}
+
+#[test]
+fn user_ssl_cert_file_wins_and_is_recorded() {
+    let obj = pod(json!({"containers": [
+        {"name": "server", "image": "python:3.13", "env": [
+            {"name": "SSL_CERT_FILE", "value": "/opt/certs/mine.pem"},
+            {"name": "TOKEN_URL", "value": "https://login.example/token"}
+        ]},
+        {"name": "sidecar", "image": "busybox"}
+    ]}));
+    let (m, _) = run(&obj, &defaults());
+    let server = &m["spec"]["containers"][0];
+    assert_eq!(env(server, "SSL_CERT_FILE"), Some("/opt/certs/mine.pem"));
+    assert_eq!(count_env(server, "SSL_CERT_FILE"), 1);
+    assert_eq!(env(server, "REQUESTS_CA_BUNDLE"), Some(BUNDLE));
+    assert_eq!(
+        env(server, "TOKEN_URL"),
+        Some("https://login.example/token")
+    );
+    assert_eq!(
+        env(&m["spec"]["containers"][1], "SSL_CERT_FILE"),
+        Some(BUNDLE)
+    );
+    assert_eq!(
+        m["metadata"]["annotations"][ANNOTATION_ENV_OVERRIDDEN],
+        "server: SSL_CERT_FILE"
+    );
+    typed_pod(&m);
+}
+
+#[test]
+fn value_from_proxy_is_left_alone() {
+    let obj = pod(
+        json!({"containers": [{"name": "app", "image": "golang:1.23", "env": [
+            {"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "proxy", "key": "url"}}}
+        ]}]}),
+    );
+    let (m, _) = run(&obj, &defaults());
+    let c = &m["spec"]["containers"][0];
+    assert_eq!(count_env(c, "HTTPS_PROXY"), 1);
+    assert!(c["env"][0].get("valueFrom").is_some());
+    assert_eq!(env(c, "https_proxy"), Some(PROXY));
+    assert_eq!(
+        m["metadata"]["annotations"][ANNOTATION_ENV_OVERRIDDEN],
+        "app: HTTPS_PROXY"
+    );
+}
+
+#[test]
+fn foreign_volume_with_our_name_skips_the_pod() {
+    let obj = pod(json!({
+        "containers": [{"name": "app", "image": "nginx"}],
+        "volumes": [{"name": "mcptrust-trust", "emptyDir": {}}]
+    }));
+    let (m, out) = run(&obj, &defaults());
+    assert_eq!(out.skipped.len(), 1);
+    assert_eq!(m["spec"], obj["spec"], "spec untouched");
+    let ann = &m["metadata"]["annotations"];
+    assert!(
+        ann[ANNOTATION_SKIPPED]
+            .as_str()
+            .unwrap_or_default()
+            .contains("volume \"mcptrust-trust\" already exists")
+    );
+    assert!(
+        ann.get(ANNOTATION_INJECTED).is_none(),
+        "not marked injected"
+    );
+    typed_pod(&m);
+}
+
+#[test]
+fn our_volume_already_present_is_reused() {
+    let obj = pod(json!({
+        "containers": [{"name": "app", "image": "nginx"}],
+        "volumes": [{"name": "mcptrust-trust", "configMap": {"name": "mcptrust-trust"}}]
+    }));
+    let (m, _) = run(&obj, &defaults());
+    assert_eq!(m["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+    assert_injected_container(&m["spec"]["containers"][0]);
+}
+
+#[test]
+fn mount_path_clash_skips_only_that_container() {
+    let obj = pod(json!({
+        "containers": [
+            {"name": "legacy", "image": "app:1", "volumeMounts": [{"name": "certs", "mountPath": "/etc/mcptrust"}]},
+            {"name": "new", "image": "app:2"}
+        ],
+        "volumes": [{"name": "certs", "secret": {"secretName": "certs"}}]
+    }));
+    let (m, out) = run(&obj, &defaults());
+    let legacy = &m["spec"]["containers"][0];
+    assert_eq!(
+        legacy, &obj["spec"]["containers"][0],
+        "legacy container untouched"
+    );
+    assert!(
+        env(legacy, "SSL_CERT_FILE").is_none(),
+        "never point at an unmounted file"
+    );
+    assert_injected_container(&m["spec"]["containers"][1]);
+    assert_eq!(out.skipped.len(), 1);
+    let skipped = m["metadata"]["annotations"][ANNOTATION_SKIPPED]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        skipped.contains("container legacy") && skipped.contains("/etc/mcptrust"),
+        "{skipped}"
+    );
+    assert_eq!(
+        m["metadata"]["annotations"][ANNOTATION_INJECTED],
+        mcptrust::VERSION
+    );
+    typed_pod(&m);
+}
+
+#[test]
+fn annotation_keys_with_slashes_are_escaped() {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {
+            "prometheus.io/scrape": "true",
+            "example.com/a~b": "tilde"
+        }},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}
+    });
+    let (m, out) = run(&obj, &defaults());
+    let paths: Vec<String> = out
+        .patch
+        .0
+        .iter()
+        .filter_map(|op| match op {
+            PatchOperation::Add(a) => Some(a.path.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        paths.contains(&"/metadata/annotations/mcptrust.io~1injected".to_string()),
+        "{paths:?}"
+    );
+    let ann = &m["metadata"]["annotations"];
+    assert_eq!(ann["prometheus.io/scrape"], "true");
+    assert_eq!(ann["example.com/a~b"], "tilde");
+    assert_eq!(ann[ANNOTATION_INJECTED], mcptrust::VERSION);
+}
+
+#[test]
+fn opt_out_label_gives_empty_patch() {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"mcptrust.io/inject": "false"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}
+    });
+    assert!(inject(&obj, &defaults()).expect("inject").is_noop());
+    let deploy = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "labels": {"mcptrust.io/inject": "false"}},
+        "spec": {"template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+    });
+    assert!(inject(&deploy, &defaults()).expect("inject").is_noop());
+}
+
+fn workload(kind: &str, api: &str) -> Value {
+    let template = json!({
+        "metadata": {"labels": {"app": "mcp"}},
+        "spec": {"containers": [{"name": "server", "image": "ghcr.io/example/mcp:1"}],
+                 "restartPolicy": if kind == "Job" || kind == "CronJob" { "OnFailure" } else { "Always" }}
+    });
+    let spec = if kind == "CronJob" {
+        json!({"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}})
+    } else {
+        json!({"selector": {"matchLabels": {"app": "mcp"}}, "template": template})
+    };
+    json!({"apiVersion": api, "kind": kind, "metadata": {"name": "w", "namespace": "agents", "annotations": {"owner/team": "x"}}, "spec": spec})
+}
+
+fn check_workload(kind: &str, api: &str, template_ptr: &str) -> Value {
+    let obj = workload(kind, api);
+    let (m, _) = run(&obj, &defaults());
+    let t = m.pointer(template_ptr).expect("template");
+    assert_injected_container(&t["spec"]["containers"][0]);
+    assert!(trust_volume(&t["spec"]).is_some());
+    assert_eq!(
+        t["metadata"]["annotations"][ANNOTATION_INJECTED],
+        mcptrust::VERSION
+    );
+    assert_eq!(t["metadata"]["labels"]["app"], "mcp");
+    assert_eq!(
+        m["metadata"], obj["metadata"],
+        "{kind}: the workload's own metadata is untouched"
+    );
+    m
+}
+
+#[test]
+fn deployment() {
+    let m = check_workload("Deployment", "apps/v1", "/spec/template");
+    let _: Deployment = serde_json::from_value(m).expect("Deployment");
+}
+
+#[test]
+fn statefulset() {
+    let m = check_workload("StatefulSet", "apps/v1", "/spec/template");
+    let _: StatefulSet = serde_json::from_value(m).expect("StatefulSet");
+}
+
+#[test]
+fn daemonset() {
+    let m = check_workload("DaemonSet", "apps/v1", "/spec/template");
+    let _: DaemonSet = serde_json::from_value(m).expect("DaemonSet");
+}
+
+#[test]
+fn replicaset() {
+    let m = check_workload("ReplicaSet", "apps/v1", "/spec/template");
+    let _: ReplicaSet = serde_json::from_value(m).expect("ReplicaSet");
+}
+
+#[test]
+fn job() {
+    let m = check_workload("Job", "batch/v1", "/spec/template");
+    let _: Job = serde_json::from_value(m).expect("Job");
+}
+
+#[test]
+fn cronjob() {
+    let m = check_workload("CronJob", "batch/v1", "/spec/jobTemplate/spec/template");
+    let _: CronJob = serde_json::from_value(m).expect("CronJob");
+}
+
+#[test]
+fn unhandled_kinds_and_missing_templates_get_no_patch() {
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 443}]}});
+    assert!(inject(&svc, &defaults()).expect("ok").is_noop());
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"containers": "x"}});
+    assert!(inject(&cm, &defaults()).expect("ok").is_noop());
+    let bare = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
+    assert!(inject(&bare, &defaults()).expect("ok").is_noop());
+}
+
+#[test]
+fn pod_without_metadata_or_lists_gets_parents_created() {
+    let obj = json!({"kind": "Pod", "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let (m, _) = run(&obj, &defaults());
+    assert_eq!(
+        m["metadata"]["annotations"][ANNOTATION_INJECTED],
+        mcptrust::VERSION
+    );
+    assert_injected_container(&m["spec"]["containers"][0]);
+    assert_eq!(m["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn empty_lists_are_appended_to() {
+    let obj = pod(
+        json!({"containers": [{"name": "c", "image": "i", "env": [], "volumeMounts": []}], "volumes": []}),
+    );
+    let (m, _) = run(&obj, &defaults());
+    assert_injected_container(&m["spec"]["containers"][0]);
+    typed_pod(&m);
+}
+
+#[test]
+fn overlay_system_trust_by_annotation() {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {"mcptrust.io/overlay-system-trust": "true"}},
+        "spec": {"containers": [{"name": "c", "image": "i", "volumeMounts": [
+            {"name": "own", "mountPath": "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "subPath": "x"}
+        ]}], "volumes": [{"name": "own", "emptyDir": {}}]}
+    });
+    let (m, _) = run(&obj, &defaults());
+    let c = &m["spec"]["containers"][0];
+    let deb = mount(c, "/etc/ssl/certs/ca-certificates.crt").expect("debian path overlaid");
+    assert_eq!(deb["subPath"], "ca-bundle.pem");
+    assert_eq!(deb["readOnly"], true);
+    assert_eq!(
+        mount(c, "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem").expect("kept")["name"],
+        "own"
+    );
+    typed_pod(&m);
+}
+
+#[test]
+fn skip_env_annotation() {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {"mcptrust.io/skip-env": "NODE_EXTRA_CA_CERTS, NODE_USE_ENV_PROXY"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}
+    });
+    let (m, _) = run(&obj, &defaults());
+    let c = &m["spec"]["containers"][0];
+    assert!(env(c, "NODE_EXTRA_CA_CERTS").is_none());
+    assert!(env(c, "NODE_USE_ENV_PROXY").is_none());
+    assert_eq!(env(c, "SSL_CERT_FILE"), Some(BUNDLE));
+}
+
+#[test]
+fn mcpserver_settings_are_merged() {
+    let text = std::fs::read_to_string("examples/mcpserver-stdio-sandbox.yaml").expect("example");
+    let mut server: McpServer = serde_saphyr::from_str(&text).expect("McpServer");
+    server.status = Some(mcptrust::api::McpServerStatus {
+        trust_bundle: Some(mcptrust::api::TrustBundleStatus {
+            config_map_name: "mcptrust-sandbox-tools-trust".into(),
+            sha256: "cd".repeat(32),
+            certificates: 147,
+        }),
+        ..Default::default()
+    });
+    let mut cfg = InjectConfig::embedded_default();
+    cfg.proxy.https_proxy = Some("http://other:1".into());
+    let inj = Injection::resolve(&cfg, Some(&server));
+    let obj = pod(
+        json!({"containers": [{"name": "c", "image": "i", "env": [{"name": "MCP_SANDBOX", "value": "0"}]}]}),
+    );
+    let (m, _) = run(&obj, &inj);
+    let c = &m["spec"]["containers"][0];
+    assert_eq!(
+        trust_volume(&m["spec"]).expect("vol")["configMap"]["name"],
+        "mcptrust-sandbox-tools-trust"
+    );
+    assert_eq!(
+        env(c, "HTTPS_PROXY"),
+        Some(PROXY),
+        "the McpServer's proxy overrides the default"
+    );
+    assert_eq!(
+        env(c, "MCP_SANDBOX"),
+        Some("0"),
+        "the container's own env wins over spec.env"
+    );
+    assert!(
+        env(c, "NO_PROXY")
+            .unwrap_or_default()
+            .split(',')
+            .any(|e| e == ".corp.example")
+    );
+    let ann = &m["metadata"]["annotations"];
+    assert_eq!(ann[ANNOTATION_BUNDLE_SHA256], "cd".repeat(32));
+    assert_eq!(ann[ANNOTATION_MCPSERVER], "agents/sandbox-tools");
+    assert_eq!(ann[ANNOTATION_ENV_OVERRIDDEN], "c: MCP_SANDBOX");
+}
+
+#[test]
+fn no_proxy_configured_means_no_proxy_env() {
+    let mut cfg = InjectConfig::embedded_default();
+    cfg.proxy.http_proxy = None;
+    cfg.proxy.https_proxy = None;
+    let obj = pod(json!({"containers": [{"name": "c", "image": "i"}]}));
+    let (m, _) = run(&obj, &Injection::resolve(&cfg, None));
+    let c = &m["spec"]["containers"][0];
+    assert_eq!(env(c, "SSL_CERT_FILE"), Some(BUNDLE));
+    assert!(env(c, "HTTPS_PROXY").is_none() && env(c, "NODE_USE_ENV_PROXY").is_none());
+}
+
+#[test]
+fn hand_injected_values_are_not_reported_as_overrides() {
+    let obj = pod(json!({"containers": [{"name": "c", "image": "i", "env": [
+        {"name": "NODE_EXTRA_CA_CERTS", "value": CA}
+    ]}]}));
+    let (m, _) = run(&obj, &defaults());
+    assert!(
+        m["metadata"]["annotations"]
+            .get(ANNOTATION_ENV_OVERRIDDEN)
+            .is_none()
+    );
+    assert_eq!(
+        count_env(&m["spec"]["containers"][0], "NODE_EXTRA_CA_CERTS"),
+        1
+    );
+}
+
+#[test]
+fn many_containers_all_injected() {
+    let containers: Vec<Value> = (0..6)
+        .map(|i| json!({"name": format!("c{i}"), "image": "i", "ports": [{"containerPort": 8000 + i}]}))
+        .collect();
+    let obj =
+        pod(json!({"initContainers": [{"name": "init", "image": "i"}], "containers": containers}));
+    let (m, _) = run(&obj, &defaults());
+    for c in m["spec"]["containers"].as_array().expect("containers") {
+        assert_injected_container(c);
+    }
+    assert_injected_container(&m["spec"]["initContainers"][0]);
+}
+
+#[test]
+fn changed_bundle_hash_replaces_the_annotation() {
+    let obj = pod(json!({"containers": [{"name": "c", "image": "i"}]}));
+    let (m, _) = run(&obj, &defaults());
+    let mut cfg = InjectConfig::embedded_default();
+    cfg.trust_bundle_sha256 = Some("ef".repeat(32));
+    let newer = Injection::resolve(&cfg, None);
+    let (m2, out) = run(&m, &newer);
+    assert_eq!(out.patch.0.len(), 1, "only the hash annotation changes");
+    assert!(matches!(out.patch.0[0], PatchOperation::Replace(_)));
+    assert_eq!(
+        m2["metadata"]["annotations"][ANNOTATION_BUNDLE_SHA256],
+        "ef".repeat(32)
+    );
+}
+
+#[test]
+fn malformed_objects_are_errors_not_panics() {
+    for bad in [
+        json!("a string"),
+        json!({"kind": "Pod", "spec": {"containers": "nope"}}),
+        json!({"kind": "Pod", "spec": {"containers": [1, 2]}}),
+        json!({"kind": "Pod", "metadata": {"annotations": []}, "spec": {"containers": []}}),
+        json!({"kind": "Pod", "spec": {"containers": [{"name": "c", "env": {"A": "b"}}]}}),
+        json!({"kind": "Deployment", "spec": {"template": 3}}),
+    ] {
+        let err = inject(&bad, &defaults()).expect_err("malformed");
+        assert_eq!(err.reason(), "MalformedObject", "{bad}");
+    }
+}
+
+#[test]
+fn manifests_stream_injects_and_passes_through() {
+    let text = std::fs::read_to_string("examples/deployment.yaml").expect("example");
+    let out = mcptrust::inject::manifest::inject_manifests(
+        &text,
+        &InjectConfig::embedded_default(),
+        None,
+    )
+    .expect("inject");
+    let docs = mcptrust::inject::manifest::split_documents(&out);
+    assert_eq!(docs.len(), 2);
+    let deploy: Value = serde_saphyr::from_str(docs[0].text).expect("yaml");
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        env(c, "SSL_CERT_FILE"),
+        Some("/opt/app/certs/corp-bundle.pem")
+    );
+    assert_eq!(env(c, "REQUESTS_CA_BUNDLE"), Some(BUNDLE));
+    let original_service = mcptrust::inject::manifest::split_documents(&text)[1].text;
+    assert_eq!(
+        docs[1].text, original_service,
+        "the Service passes through byte for byte"
+    );
+    let _: Deployment = serde_json::from_value(deploy).expect("Deployment");
+    // Injecting the output again changes nothing.
+    let again =
+        mcptrust::inject::manifest::inject_manifests(&out, &InjectConfig::embedded_default(), None)
+            .expect("inject");
+    assert_eq!(again, out);
+}
+
+#[test]
+fn mcpserver_selector_picks_pods() {
+    let text = std::fs::read_to_string("examples/mcpserver-httpx-bundle.yaml").expect("example");
+    let server: McpServer = serde_saphyr::from_str(&text).expect("McpServer");
+    let input = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: jira-mcp}}\nspec: {containers: [{name: c, image: i}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, labels: {app: other}}\nspec: {containers: [{name: c, image: i}]}\n";
+    let out = mcptrust::inject::manifest::inject_manifests(
+        input,
+        &InjectConfig::embedded_default(),
+        Some(&server),
+    )
+    .expect("inject");
+    let docs = mcptrust::inject::manifest::split_documents(&out);
+    let a: Value = serde_saphyr::from_str(docs[0].text).expect("a");
+    let b: Value = serde_saphyr::from_str(docs[1].text).expect("b");
+    assert_eq!(
+        trust_volume(&a["spec"]).expect("a vol")["configMap"]["name"],
+        "mcptrust-jira-trust"
+    );
+    assert_eq!(
+        env(&a["spec"]["containers"][0], "HTTPX_LOG_LEVEL"),
+        Some("warning")
+    );
+    assert_eq!(
+        trust_volume(&b["spec"]).expect("b vol")["configMap"]["name"],
+        "mcptrust-trust"
+    );
+    assert!(env(&b["spec"]["containers"][0], "HTTPX_LOG_LEVEL").is_none());
+}

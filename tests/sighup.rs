@@ -1,0 +1,78 @@
+//! SIGHUP reloads the serving certificate. In its own test binary because it signals its
+//! own process, which would reach the reloaders of unrelated tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Proto, TestCa, TestServer, TlsFiles, admission_review, pod, post_once};
+use mcptrust::inject::{InjectConfig, StaticMutator};
+use mcptrust::metrics::Metrics;
+use mcptrust::tls::{CertReloader, sighup_triggers};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate() {
+    let ca = TestCa::new("sighup CA");
+    let dir = tempfile::tempdir().unwrap();
+    let files = TlsFiles::in_dir(dir.path());
+    let (a, b) = (ca.leaf(900), ca.leaf(901));
+    files.write_atomic(&a);
+    let metrics = Arc::new(Metrics::new());
+    let server = TestServer::start(
+        &files,
+        Arc::new(StaticMutator::new(&InjectConfig::embedded_default(), None)),
+        metrics.clone(),
+        1024 * 1024,
+        Duration::from_secs(5),
+    )
+    .await;
+    // Installs the handler: from here on SIGHUP no longer terminates the test process.
+    let triggers = sighup_triggers().unwrap();
+    // Only SIGHUP may cause the reload here.
+    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
+        .with_metrics(metrics.clone())
+        .with_file_watch(false)
+        .spawn(triggers)
+        .unwrap();
+    let mut status = reloader.status();
+
+    files.write_atomic(&b);
+    let body = || {
+        serde_json::to_vec(&admission_review(
+            "hup",
+            "CREATE",
+            "agents",
+            pod("p", "agents", &["c"]),
+        ))
+        .unwrap()
+    };
+    let (_, serial) = post_once(server.addr, &ca.pem, Proto::Http1, body())
+        .await
+        .unwrap();
+    assert_eq!(serial, a.serial);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        status.wait_for(|s| s.current.as_ref().is_some_and(|c| c.serial == b.serial)),
+    )
+    .await
+    .expect("SIGHUP reload")
+    .unwrap();
+    let (reply, serial) = post_once(server.addr, &ca.pem, Proto::Http1, body())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(serial, b.serial);
+    assert_eq!(metrics.tls_reloads(true), 1);
+
+    reloader.stop().await;
+    server.stop().await;
+}
