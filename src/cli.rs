@@ -39,6 +39,13 @@ pub enum Command {
     Bundle(crate::pki::cli::BundleArgs),
     /// Print the McpServer CustomResourceDefinition (YAML).
     Crd,
+    /// Diagnose one MCP endpoint the way the controller does: DNS, TCP, proxy CONNECT, TLS
+    /// handshake, HTTP and the MCP `initialize` exchange. The exit code names the failure
+    /// class (see README).
+    Probe(crate::probe::ProbeArgs),
+    /// Run the operator: controller (leader-elected), webhook and admin port, in cluster or
+    /// out of cluster against any kubeconfig.
+    Run(Box<crate::operator::RunArgs>),
 }
 
 /// Where the operator's injection config comes from.
@@ -149,6 +156,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Probe(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            let (out, code) = runtime.block_on(crate::probe::cli::run(&args))?;
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            Ok(ExitCode::from(code))
+        }
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(crate::operator::run(*args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Webhook(args) => {
             let config = args.config.load()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -194,4 +221,37 @@ async fn run_webhook(args: WebhookCommand, config: InjectConfig) -> anyhow::Resu
 /// Resolves once the shutdown flag is set.
 pub async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_positional() || matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_env().is_none() {
+                missing.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            check(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var() {
+        let mut missing = Vec::new();
+        check(&Cli::command(), "mcptrust", &mut missing);
+        assert!(missing.is_empty(), "flags without env: {missing:?}");
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

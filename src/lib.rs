@@ -15,9 +15,12 @@
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod inject;
 pub mod metrics;
+pub mod operator;
 pub mod pki;
+pub mod probe;
 pub mod telemetry;
 pub mod tls;
 pub mod webhook;

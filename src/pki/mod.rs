@@ -11,12 +11,17 @@
 //! - [`pem`]: `sha256_hex`, `encode_pem`, `parse_pem_certificates`, `inspect` / [`CertInfo`];
 //! - [`bundle`]: [`assemble`], [`assemble_with_pinned`], [`system_roots`], [`write_dir`];
 //! - [`cli`]: the `mcptrust bundle` subcommand ([`BundleArgs`], [`cli::run`]);
+//! - [`issue`](mod@issue): the mTLS federation CA ([`CertificateAuthority`]), leaf
+//!   issuance ([`issue()`], [`LeafRequest`]), SANs and durations from the `McpServer` spec
+//!   ([`server_sans`], [`server_request`], [`client_request`], [`durations`]) and
+//!   cert-manager's renewal decision ([`decide`], [`Decision`], [`IssueReason`]).
 //!
-//! Bundle errors are one [`BundleError`], with
+//! Bundle errors are one [`BundleError`] and issuance errors one [`IssueError`]; both have
 //! a `reason()`, a stable CamelCase word for condition reasons and metric labels.
 
 pub mod bundle;
 pub mod cli;
+pub mod issue;
 pub mod pem;
 
 use std::fmt;
@@ -26,6 +31,12 @@ pub use bundle::{
     system_roots, unix_now, write_dir,
 };
 pub use cli::BundleArgs;
+pub use issue::{
+    CA_CRT, CertificateAuthority, DEFAULT_DURATION_SECS, Decision, EndpointHost, IssueError,
+    IssueReason, IssuedCertificate, LeafRequest, SECRET_TYPE, TLS_CRT, TLS_KEY, Usage,
+    client_request, decide, decoded_secret_data, durations, endpoint_host, issue, parse_duration,
+    renewal_time, secret_data, server_request, server_sans,
+};
 pub use pem::{
     CertInfo, CertParseError, encode_pem, inspect, parse_pem_certificates, sha256_hex,
     verify_self_signed,

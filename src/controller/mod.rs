@@ -1,0 +1,439 @@
+//! The McpServer controller: trust bundles, the federation CA, mTLS Secrets with renewal,
+//! rolling restarts on rotation, status conditions and events.
+//!
+//! Structure (after kube-rs controller-rs and Stackable's operators): one [`Context`]
+//! holding the client, the event recorder, metrics and config; [`reconcile::reconcile`]
+//! as a pipeline whose desired objects come from the pure [`build`] module; every write a
+//! server-side apply with a named field manager.
+
+pub mod build;
+pub mod error;
+pub mod namespaces;
+pub mod rbac;
+pub mod reconcile;
+pub mod resolver;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::McpServer;
+use crate::pki::issue::CertificateAuthority;
+
+pub use error::{Error, Result};
+
+/// Field manager of the trust ConfigMaps.
+pub const FIELD_MANAGER_TRUST: &str = "mcptrust-trust";
+/// Field manager of the TLS Secrets.
+pub const FIELD_MANAGER_CERTS: &str = "mcptrust-certificates";
+/// Field manager of McpServer status.
+pub const FIELD_MANAGER_STATUS: &str = "mcptrust-status";
+/// Field manager of the rotation annotation on workloads.
+pub const FIELD_MANAGER_ROTATION: &str = "mcptrust-rotation";
+/// Label that makes a Secret used as a trust source trigger a reconcile when it changes
+/// (Secrets are watched label-scoped only; unlabelled ones are re-read at each resync).
+pub const LABEL_TRUST_SOURCE: &str = "mcptrust.io/trust-source";
+
+/// Controller flags (all with environment variables).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Namespace the operator runs in (the federation CA Secret and the Lease live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mcptrust")]
+    pub operator_namespace: String,
+    /// Name of the federation CA Secret (`tls.crt`, `tls.key`) in the operator namespace.
+    #[arg(
+        long,
+        env = "MCPTRUST_FEDERATION_CA_SECRET",
+        default_value = "mcptrust-federation-ca"
+    )]
+    pub federation_ca_secret: String,
+    /// The federation CA Secret is supplied by the user: never create it.
+    #[arg(
+        long,
+        env = "MCPTRUST_FEDERATION_CA_USER_SUPPLIED",
+        default_value_t = false
+    )]
+    pub federation_ca_user_supplied: bool,
+    /// Lifetime of a generated federation CA, in days.
+    #[arg(long, env = "MCPTRUST_FEDERATION_CA_DAYS", default_value_t = 3650)]
+    pub federation_ca_days: i64,
+    /// This replica's identity for events and the Lease (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "mcptrust")]
+    pub pod_name: String,
+}
+
+/// Controller configuration (resolved from [`ControllerArgs`] and the operator config).
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Operator namespace.
+    pub operator_namespace: String,
+    /// Federation CA Secret name.
+    pub ca_secret_name: String,
+    /// Never create the CA Secret.
+    pub ca_user_supplied: bool,
+    /// Lifetime of a generated CA (seconds).
+    pub ca_validity_secs: i64,
+    /// Private CAs (PEM) for namespace-default bundles (`mcptrust-trust`).
+    pub default_cas_pem: String,
+    /// Include the Mozilla roots in namespace-default bundles.
+    pub default_include_system_roots: bool,
+    /// Name of the namespace-default trust ConfigMap.
+    pub default_config_map: String,
+}
+
+impl ControllerConfig {
+    /// From flags and the operator config file.
+    pub fn new(args: &ControllerArgs, config: &crate::inject::InjectConfig) -> Self {
+        Self {
+            operator_namespace: args.operator_namespace.clone(),
+            ca_secret_name: args.federation_ca_secret.clone(),
+            ca_user_supplied: args.federation_ca_user_supplied,
+            ca_validity_secs: args.federation_ca_days.saturating_mul(86_400),
+            default_cas_pem: config.default_trust.extra_cas_pem.clone(),
+            default_include_system_roots: config.default_trust.include_system_roots,
+            default_config_map: config.trust_config_map.clone(),
+        }
+    }
+}
+
+/// Labels of the reconcile-error metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// [`Error::reason`].
+    pub reason: String,
+}
+
+/// Controller metrics (registered into the admin port's registry).
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    /// `mcptrust_reconciles_total`.
+    pub reconciles: Counter,
+    /// `mcptrust_reconcile_errors_total{reason}`.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// `mcptrust_reconcile_duration_seconds`.
+    pub duration: Histogram,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Counter::default(),
+            errors: Family::default(),
+            duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        }
+    }
+}
+
+impl ControllerMetrics {
+    /// Registers the metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "mcptrust_reconciles",
+            "McpServer reconciles started",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "mcptrust_reconcile_errors",
+            "McpServer reconciles that failed, by reason",
+            self.errors.clone(),
+        );
+        registry.register(
+            "mcptrust_reconcile_duration_seconds",
+            "Time spent in one McpServer reconcile (seconds)",
+            self.duration.clone(),
+        );
+    }
+
+    /// Counts a reconcile and returns a guard that observes its duration when dropped.
+    pub fn reconcile_started(&self) -> DurationGuard {
+        self.reconciles.inc();
+        DurationGuard {
+            start: std::time::Instant::now(),
+            histogram: self.duration.clone(),
+        }
+    }
+
+    /// Counts a failure.
+    pub fn reconcile_failed(&self, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Observes a duration into a histogram when dropped.
+pub struct DurationGuard {
+    start: std::time::Instant,
+    histogram: Histogram,
+}
+
+impl Drop for DurationGuard {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// A clock returning unix seconds; tests fix it.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes events on McpServers (`kubectl describe` shows them).
+    pub recorder: Recorder,
+    /// Configuration.
+    pub config: ControllerConfig,
+    /// Metrics.
+    pub metrics: ControllerMetrics,
+    /// The clock (unix seconds).
+    pub clock: Clock,
+    /// The federation CA, once loaded.
+    pub(crate) ca: tokio::sync::Mutex<Option<Arc<CertificateAuthority>>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Builds a context.
+    pub fn new(
+        client: Client,
+        config: ControllerConfig,
+        metrics: ControllerMetrics,
+        clock: Clock,
+        reporter: &str,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "mcptrust".into(),
+                instance: Some(reporter.to_string()),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            config,
+            metrics,
+            clock,
+            ca: tokio::sync::Mutex::new(None),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Now, in unix seconds.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Publishes an event on `server`; a failure to publish is logged, never fatal.
+    pub async fn event(&self, server: &McpServer, type_: EventType, reason: &str, note: &str) {
+        self.event_about(server, None, type_, reason, note).await
+    }
+
+    /// Publishes an event on `server` about a related object (a Secret, a workload), which
+    /// also keeps events about different objects in separate series.
+    pub async fn event_about(
+        &self,
+        server: &McpServer,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".to_string(),
+            secondary: related,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &server.object_ref(&())).await {
+            tracing::warn!(reason, "publishing an event failed: {e}");
+        }
+    }
+
+    /// Per-object exponential backoff: 5 s, 10 s, 20 s... capped at 300 s.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs((5u64 << (*n - 1).min(6)).min(300))
+    }
+
+    /// Forgets an object's failures (after a successful reconcile).
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// The federation CA Secret (`kubernetes.io/tls` with `tls.crt`, `tls.key` and `ca.crt`).
+pub fn build_ca_secret(cfg: &ControllerConfig, ca: &CertificateAuthority) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(cfg.ca_secret_name.clone()),
+            namespace: Some(cfg.operator_namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (
+                    build::LABEL_MANAGED_BY.to_string(),
+                    build::MANAGED_BY.to_string(),
+                ),
+                (
+                    build::LABEL_COMPONENT.to_string(),
+                    "federation-ca".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            (
+                "tls.crt".to_string(),
+                ByteString(ca.cert_pem.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_string(),
+                ByteString(ca.key_pem.clone().into_bytes()),
+            ),
+            (
+                "ca.crt".to_string(),
+                ByteString(ca.cert_pem.clone().into_bytes()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Maps an object mcptrust wrote back to its McpServer, from its labels.
+fn managed_to_server<K: Resource>(obj: &K) -> Option<ObjectRef<McpServer>> {
+    let labels = obj.meta().labels.as_ref()?;
+    let name = labels.get(build::LABEL_MCPSERVER)?;
+    let ns = labels.get(build::LABEL_MCPSERVER_NAMESPACE)?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Runs the McpServer controller until `shutdown` resolves.
+///
+/// Watches: McpServers; the ConfigMaps and Secrets mcptrust manages (label
+/// `app.kubernetes.io/managed-by=mcptrust`, metadata only); ConfigMaps named as trust
+/// sources (metadata only); Secrets labelled `mcptrust.io/trust-source=true` (metadata
+/// only). A change to any re-reconciles the McpServers concerned.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let servers: Api<McpServer> = Api::all(client.clone());
+    let controller = Controller::new(servers, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        build::LABEL_MANAGED_BY,
+        build::MANAGED_BY
+    ));
+    let store_cm = store.clone();
+    let store_secret = store.clone();
+    // Api<PartialObjectMeta<K>> makes metadata-only list/watch requests.
+    controller
+        .watches(
+            Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+            managed.clone(),
+            |o| managed_to_server(&o),
+        )
+        .watches(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            managed,
+            |o| managed_to_server(&o),
+        )
+        .watches(
+            Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| sources_to_servers(&store_cm, &o, true),
+        )
+        .watches(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{LABEL_TRUST_SOURCE}=true")),
+            move |o| sources_to_servers(&store_secret, &o, false),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_and_reset, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!("controller: {e}");
+            }
+        })
+        .await;
+}
+
+async fn reconcile_and_reset(
+    server: Arc<McpServer>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action> {
+    let key = format!(
+        "{}/{}",
+        server.namespace().unwrap_or_default(),
+        server.name_any()
+    );
+    let action = reconcile::reconcile(server, ctx.clone()).await?;
+    ctx.reset_backoff(&key);
+    Ok(action)
+}
+
+/// The McpServers (from the reflector store) whose trust sources name `obj`.
+fn sources_to_servers<K: Resource>(
+    store: &kube::runtime::reflector::Store<McpServer>,
+    obj: &K,
+    config_map: bool,
+) -> Vec<ObjectRef<McpServer>> {
+    let (Some(name), Some(ns)) = (obj.meta().name.as_deref(), obj.meta().namespace.as_deref())
+    else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .filter(|s| {
+            s.spec.trust.iter().flat_map(|t| &t.sources).any(|src| {
+                let r = if config_map {
+                    &src.config_map
+                } else {
+                    &src.secret
+                };
+                r.as_ref().is_some_and(|r| r.name == name)
+            })
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}

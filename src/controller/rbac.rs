@@ -1,0 +1,81 @@
+//! The API calls mcptrust makes, per resource, with the reason for each: the single source
+//! the Helm chart's ClusterRole is checked against (a test compares them).
+
+/// One RBAC rule: API group, resource, verbs and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// API group (`""` for core).
+    pub api_group: &'static str,
+    /// Resource (plural, with `/subresource` where it applies).
+    pub resource: &'static str,
+    /// Verbs.
+    pub verbs: &'static [&'static str],
+    /// Why mcptrust needs them.
+    pub why: &'static str,
+}
+
+/// Cluster-wide rules (ClusterRole).
+pub const CLUSTER_RULES: &[Rule] = &[
+    Rule {
+        api_group: "mcptrust.io",
+        resource: "mcpservers",
+        verbs: &["get", "list", "watch"],
+        why: "the controller reconciles McpServers and the webhook matches pods to them (reflector caches)",
+    },
+    Rule {
+        api_group: "mcptrust.io",
+        resource: "mcpservers/status",
+        verbs: &["get", "patch"],
+        why: "status is written by one server-side apply (field manager mcptrust-status)",
+    },
+    Rule {
+        api_group: "",
+        resource: "configmaps",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "read trust sources (get), watch them and the trust ConfigMaps mcptrust writes (metadata only), write mcptrust-<name>-trust and mcptrust-trust by server-side apply (create/patch)",
+    },
+    Rule {
+        api_group: "",
+        resource: "secrets",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "read Secret trust sources and the TLS Secrets (get); watch only label-scoped Secrets (managed-by=mcptrust, mcptrust.io/trust-source=true), metadata only; write TLS Secrets by server-side apply and create the federation CA once",
+    },
+    Rule {
+        api_group: "",
+        resource: "namespaces",
+        verbs: &["get", "list", "watch"],
+        why: "namespaces labelled mcptrust.io/injection=enabled get the default bundle",
+    },
+    Rule {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: &["list", "patch"],
+        why: "RollingRestart: find workloads whose pod template the McpServer selects, and annotate the template",
+    },
+    Rule {
+        api_group: "apps",
+        resource: "statefulsets",
+        verbs: &["list", "patch"],
+        why: "RollingRestart, as for deployments",
+    },
+    Rule {
+        api_group: "apps",
+        resource: "daemonsets",
+        verbs: &["list", "patch"],
+        why: "RollingRestart, as for deployments",
+    },
+    Rule {
+        api_group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        why: "events on McpServers (issuance, renewal, restarts, errors); patch updates an event series",
+    },
+];
+
+/// Rules in the operator's own namespace (Role).
+pub const NAMESPACE_RULES: &[Rule] = &[Rule {
+    api_group: "coordination.k8s.io",
+    resource: "leases",
+    verbs: &["get", "create", "patch"],
+    why: "leader election (kube-lease-manager): only the Lease holder writes",
+}];

@@ -1,0 +1,702 @@
+//! Reconciling one McpServer, as a pipeline: trust sources → bundle → ConfigMap;
+//! federation CA → server and client certificates; rotation; status. Desired objects come
+//! from [`super::build`]; this module only reads, decides and applies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::build;
+use super::error::{Error, Result};
+use super::{
+    Context, FIELD_MANAGER_CERTS, FIELD_MANAGER_ROTATION, FIELD_MANAGER_STATUS, FIELD_MANAGER_TRUST,
+};
+use crate::api::conditions::{self, DesiredCondition, types};
+use crate::api::{
+    CertificateStatus, ClientCertificateStatus, McpServer, McpServerStatus, RotationStrategy,
+    TrustBundleStatus, TrustSpec,
+};
+use crate::pki::issue::{self, CertificateAuthority, Decision, LeafRequest, Usage};
+use crate::pki::{BundleOptions, CaInput, TrustBundle};
+
+/// Longest time between two reconciles of an unchanged McpServer (seconds): picks up new
+/// Mozilla roots after an upgrade and heals drift.
+pub const RESYNC_SECS: i64 = 3600;
+
+/// GET that maps 404 to `None`.
+pub(crate) async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api.get_opt(name).await?)
+}
+
+/// Reads one trust source into a [`CaInput`].
+async fn read_sources(server: &McpServer, ns: &str, ctx: &Context) -> Result<Vec<CaInput>> {
+    let trust = server.spec.trust.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, src) in trust.sources.iter().enumerate() {
+        let (kind, r) = match (&src.config_map, &src.secret) {
+            (Some(r), _) => ("ConfigMap", r),
+            (None, Some(r)) => ("Secret", r),
+            (None, None) => {
+                return Err(Error::InvalidSpec(format!(
+                    "spec.trust.sources[{i}] names neither a configMap nor a secret"
+                )));
+            }
+        };
+        let key = r.key_or_default();
+        let (found, keys, value): (bool, Vec<String>, Option<Vec<u8>>) = if kind == "ConfigMap" {
+            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+            match get_opt(&api, &r.name).await? {
+                None => (false, vec![], None),
+                Some(cm) => {
+                    let mut keys: Vec<String> =
+                        cm.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+                    keys.extend(cm.binary_data.iter().flatten().map(|(k, _)| k.clone()));
+                    let v = cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|s| s.as_bytes().to_vec())
+                        .or_else(|| {
+                            cm.binary_data
+                                .as_ref()
+                                .and_then(|d| d.get(key))
+                                .map(|b| b.0.clone())
+                        });
+                    (true, keys, v)
+                }
+            }
+        } else {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+            match get_opt(&api, &r.name).await? {
+                None => (false, vec![], None),
+                Some(s) => {
+                    let keys = s.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+                    let v = s
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|b| b.0.clone());
+                    (true, keys, v)
+                }
+            }
+        };
+        let what = format!("{kind} {ns}/{}", r.name);
+        if !found {
+            return Err(Error::SourceNotFound(format!(
+                "{what} (spec.trust.sources[{i}]) was not found; create it or fix the name"
+            )));
+        }
+        let Some(pem) = value else {
+            return Err(Error::SourceNotFound(format!(
+                "{what} (spec.trust.sources[{i}]) has no key {key:?}; its keys are [{}]",
+                keys.join(", ")
+            )));
+        };
+        out.push(CaInput::new(format!("{what} key {key}"), pem));
+    }
+    Ok(out)
+}
+
+/// Builds the McpServer's bundle from its sources (and the pinned certificate, when any).
+async fn trust_bundle(server: &McpServer, ns: &str, ctx: &Context) -> Result<TrustBundle> {
+    let trust: TrustSpec = server.spec.trust.clone().unwrap_or_default();
+    let inputs = read_sources(server, ns, ctx).await?;
+    let opts = BundleOptions {
+        include_system_roots: trust.include_system_roots,
+        now_unix: ctx.now(),
+    };
+    let pinned: Vec<CaInput> = server
+        .status
+        .as_ref()
+        .and_then(|s| s.pinned_certificate.as_ref())
+        .map(|pem| {
+            vec![CaInput::new(
+                "status.pinnedCertificate",
+                pem.clone().into_bytes(),
+            )]
+        })
+        .unwrap_or_default();
+    let bundle = crate::pki::assemble_with_pinned(&inputs, &pinned, &opts)
+        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    for w in &bundle.warnings {
+        tracing::warn!(mcpserver = %format!("{ns}/{}", server.name_any()), "{w}");
+    }
+    Ok(bundle)
+}
+
+/// Loads (or creates, once) the federation CA. Creation is conflict-safe: a `create` that
+/// loses the race (409) reads the winner's Secret. A valid CA is never regenerated.
+pub(crate) async fn federation_ca(ctx: &Context) -> Result<Arc<CertificateAuthority>> {
+    let mut cached = ctx.ca.lock().await;
+    if let Some(ca) = cached.as_ref()
+        && ca.not_after() > ctx.now()
+    {
+        return Ok(ca.clone());
+    }
+    let cfg = &ctx.config;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &cfg.operator_namespace);
+    let parse = |s: &Secret| -> Result<CertificateAuthority> {
+        let get = |k: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .ok_or_else(|| {
+                    Error::FederationCa(format!(
+                        "Secret {}/{} has no {k}",
+                        cfg.operator_namespace, cfg.ca_secret_name
+                    ))
+                })
+        };
+        CertificateAuthority::from_pem(&get("tls.crt")?, &get("tls.key")?)
+            .map_err(|e| Error::FederationCa(e.to_string()))
+    };
+    let ca = match get_opt(&api, &cfg.ca_secret_name).await? {
+        Some(secret) => parse(&secret)?,
+        None if cfg.ca_user_supplied => {
+            return Err(Error::FederationCa(format!(
+                "Secret {}/{} (--federation-ca-secret) does not exist; create it with tls.crt and tls.key of a CA",
+                cfg.operator_namespace, cfg.ca_secret_name
+            )));
+        }
+        None => {
+            let now = ctx.now();
+            let ca =
+                CertificateAuthority::generate("mcptrust federation CA", now, cfg.ca_validity_secs)
+                    .map_err(|e| Error::Issue(e.to_string()))?;
+            let secret = super::build_ca_secret(cfg, &ca);
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => {
+                    tracing::info!(secret = %cfg.ca_secret_name, "created the federation CA");
+                    ca
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let winner = api.get(&cfg.ca_secret_name).await?;
+                    parse(&winner)?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if ca.not_after() <= ctx.now() {
+        return Err(Error::FederationCa(format!(
+            "the CA in Secret {}/{} expired; delete the Secret to have a new one generated (clients must then trust the new ca.crt)",
+            cfg.operator_namespace, cfg.ca_secret_name
+        )));
+    }
+    let ca = Arc::new(ca);
+    *cached = Some(ca.clone());
+    Ok(ca)
+}
+
+/// One certificate's outcome.
+struct CertOutcome {
+    status: CertificateStatus,
+    renewal_time: i64,
+}
+
+/// Ensures one TLS Secret: reads it, decides, issues and applies when needed, and emits
+/// an event naming the reason.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_certificate(
+    ctx: &Context,
+    server: &McpServer,
+    ca: &CertificateAuthority,
+    secret_ns: &str,
+    secret_name: &str,
+    labels: std::collections::BTreeMap<String, String>,
+    same_namespace: bool,
+    req: &LeafRequest,
+    renew_before: i64,
+) -> Result<CertOutcome> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), secret_ns);
+    let current = get_opt(&api, secret_name).await?;
+    let data = current.as_ref().map(|s| {
+        s.data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect::<std::collections::BTreeMap<String, Vec<u8>>>()
+    });
+    let now = ctx.now();
+    match issue::decide(data.as_ref(), ca, req, renew_before, now) {
+        Decision::Keep {
+            not_after,
+            renewal_time,
+            sha256,
+        } => Ok(CertOutcome {
+            status: CertificateStatus {
+                secret_name: secret_name.to_string(),
+                not_after: Some(build::time(not_after)),
+                renewal_time: Some(build::time(renewal_time)),
+                sha256: Some(sha256),
+            },
+            renewal_time,
+        }),
+        Decision::Issue { reason, message } => {
+            let issued = issue::issue(ca, req, now).map_err(|e| Error::Issue(e.to_string()))?;
+            let owner = if same_namespace {
+                build::owner(server)
+            } else {
+                None
+            };
+            let secret = build::tls_secret(secret_name, secret_ns, labels, owner, &issued);
+            api.patch(
+                secret_name,
+                &PatchParams::apply(FIELD_MANAGER_CERTS).force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+            let verb = match reason {
+                issue::IssueReason::DoesNotExist => "Issued",
+                issue::IssueReason::Renewing | issue::IssueReason::Expired => "Renewed",
+                _ => "Reissued",
+            };
+            let related = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: Some(secret_name.to_string()),
+                namespace: Some(secret_ns.to_string()),
+                ..Default::default()
+            };
+            ctx.event_about(
+                server,
+                Some(related),
+                EventType::Normal,
+                verb,
+                &format!(
+                    "{verb} Secret {secret_ns}/{secret_name} ({}: {message}); valid until {}",
+                    reason.as_str(),
+                    build::rfc3339(issued.not_after)
+                ),
+            )
+            .await;
+            let renewal_time = issued.not_after - renew_before;
+            Ok(CertOutcome {
+                status: CertificateStatus {
+                    secret_name: secret_name.to_string(),
+                    not_after: Some(build::time(issued.not_after)),
+                    renewal_time: Some(build::time(renewal_time)),
+                    sha256: Some(issued.sha256),
+                },
+                renewal_time,
+            })
+        }
+    }
+}
+
+/// What the certificate step produced.
+struct Certificates {
+    server: Option<CertificateStatus>,
+    clients: Vec<ClientCertificateStatus>,
+    next_renewal: Option<i64>,
+}
+
+async fn certificates(
+    server: &McpServer,
+    ns: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Option<Certificates>> {
+    let Some(mtls) = &server.spec.mtls else {
+        return Ok(None);
+    };
+    let (duration, renew_before) =
+        issue::durations(Some(mtls)).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let ca = federation_ca(ctx).await?;
+    let url = server.spec.endpoint.as_ref().map(|e| e.url.as_str());
+    let (dns_names, ip_addresses) = issue::server_sans(name, ns, url, mtls.server.as_ref());
+    let common_name = dns_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| name.to_string());
+    let server_req = LeafRequest {
+        common_name,
+        dns_names,
+        ip_addresses,
+        usage: Usage::Server,
+        duration_secs: duration,
+    };
+    let server_secret = crate::api::server_tls_secret_name(name);
+    let s = ensure_certificate(
+        ctx,
+        server,
+        &ca,
+        ns,
+        &server_secret,
+        build::labels(name, ns, "server"),
+        true,
+        &server_req,
+        renew_before,
+    )
+    .await?;
+    let mut next = s.renewal_time;
+    let mut clients = Vec::new();
+    for c in &mtls.clients {
+        let cns = c.namespace.clone().unwrap_or_else(|| ns.to_string());
+        let req = LeafRequest {
+            common_name: c.name.clone(),
+            dns_names: vec![],
+            ip_addresses: vec![],
+            usage: Usage::Client,
+            duration_secs: duration,
+        };
+        let secret_name = build::client_tls_secret_name(name, ns, &c.name);
+        let mut labels = build::labels(name, ns, "client");
+        labels.insert(build::LABEL_CLIENT.to_string(), c.name.clone());
+        let out = ensure_certificate(
+            ctx,
+            server,
+            &ca,
+            &cns,
+            &secret_name,
+            labels,
+            cns == ns,
+            &req,
+            renew_before,
+        )
+        .await?;
+        next = next.min(out.renewal_time);
+        clients.push(ClientCertificateStatus {
+            name: c.name.clone(),
+            namespace: cns,
+            certificate: out.status,
+        });
+    }
+    Ok(Some(Certificates {
+        server: Some(s.status),
+        clients,
+        next_renewal: Some(next),
+    }))
+}
+
+/// Rolls the Deployments, StatefulSets and DaemonSets whose pod templates `selector`
+/// selects, by applying [`build::ANNOTATION_ROTATION_HASH`] = `hash`. Returns the
+/// restarted workloads as `Kind/name`.
+async fn rolling_restart(
+    ctx: &Context,
+    server: &McpServer,
+    ns: &str,
+    selector: &LabelSelector,
+    hash: &str,
+) -> Result<Vec<String>> {
+    let mut restarted = Vec::new();
+    macro_rules! roll {
+        ($ty:ty, $kind:literal) => {{
+            let api: Api<$ty> = Api::namespaced(ctx.client.clone(), ns);
+            for w in api.list(&ListParams::default()).await?.items {
+                let labels = w
+                    .spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default();
+                let current = w
+                    .spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.as_ref())
+                    .and_then(|a| a.get(build::ANNOTATION_ROTATION_HASH).cloned());
+                if !crate::api::selector_matches(selector, &labels) || current.as_deref() == Some(hash) {
+                    continue;
+                }
+                let wname = w.name_any();
+                api.patch(
+                    &wname,
+                    &PatchParams::apply(FIELD_MANAGER_ROTATION).force(),
+                    &Patch::Apply(build::rotation_patch($kind, &wname, hash)),
+                )
+                .await?;
+                ctx.event_about(
+                    server,
+                    Some(w.object_ref(&())),
+                    EventType::Normal,
+                    "RollingRestart",
+                    &format!("Restarted {}/{wname}: the trust bundle or certificate changed (rotation hash {hash})", $kind),
+                )
+                .await;
+                restarted.push(format!("{}/{wname}", $kind));
+            }
+        }};
+    }
+    roll!(Deployment, "Deployment");
+    roll!(StatefulSet, "StatefulSet");
+    roll!(DaemonSet, "DaemonSet");
+    Ok(restarted)
+}
+
+/// Reconciles one McpServer. Returns when to look again: at the earliest certificate
+/// renewal time, and at most [`RESYNC_SECS`] later.
+///
+/// # Errors
+/// API failures (retried by [`error_policy`] with backoff). Problems a user must fix
+/// (missing sources, bad PEM) are not errors: they become conditions and events.
+pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = server
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = server
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("name"))?;
+    let _timer = ctx.metrics.reconcile_started();
+    let now = ctx.now();
+    let mut desired: Vec<DesiredCondition> = Vec::new();
+    let old_status = server.status.clone().unwrap_or_default();
+    let mut status = McpServerStatus {
+        observed_generation: server.metadata.generation,
+        endpoint: old_status.endpoint.clone(),
+        pinned_sha256: old_status.pinned_sha256.clone(),
+        pinned_certificate: old_status.pinned_certificate.clone(),
+        ..Default::default()
+    };
+
+    // 1. Trust bundle.
+    let mut bundle_ok = false;
+    match trust_bundle(&server, &ns, &ctx).await {
+        Ok(bundle) => {
+            let cm = build::trust_config_map(&server, &bundle);
+            let cm_name = crate::api::trust_config_map_name(&name);
+            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch(
+                &cm_name,
+                &PatchParams::apply(FIELD_MANAGER_TRUST).force(),
+                &Patch::Apply(&cm),
+            )
+            .await?;
+            desired.push(DesiredCondition::new(
+                types::TRUST_BUNDLE_READY,
+                true,
+                "BundleReady",
+                format!(
+                    "ConfigMap {cm_name} holds {} certificates ({} private CA{}{}), sha256 {}",
+                    bundle.certificates,
+                    bundle.private_cas,
+                    if bundle.private_cas == 1 { "" } else { "s" },
+                    if bundle.certificates > bundle.private_cas {
+                        " plus the Mozilla roots"
+                    } else {
+                        ""
+                    },
+                    &bundle.sha256[..12.min(bundle.sha256.len())]
+                ),
+            ));
+            status.trust_bundle = Some(TrustBundleStatus {
+                config_map_name: cm_name,
+                sha256: bundle.sha256.clone(),
+                certificates: bundle.certificates,
+            });
+            bundle_ok = true;
+        }
+        Err(
+            e @ (Error::SourceNotFound(_) | Error::InvalidCertificate(_) | Error::InvalidSpec(_)),
+        ) => {
+            desired.push(DesiredCondition::new(
+                types::TRUST_BUNDLE_READY,
+                false,
+                e.reason(),
+                e.to_string(),
+            ));
+            // Keep reporting the last good bundle: the ConfigMap still holds it.
+            status.trust_bundle = old_status.trust_bundle.clone();
+            if !old_condition_matches(
+                &old_status,
+                types::TRUST_BUNDLE_READY,
+                e.reason(),
+                &e.to_string(),
+            ) {
+                ctx.event(&server, EventType::Warning, e.reason(), &e.to_string())
+                    .await;
+            }
+        }
+        Err(e) => return Err(e),
+    }
+
+    // 2. Certificates.
+    let mut certs_ok = true;
+    let mut next_renewal: Option<i64> = None;
+    match certificates(&server, &ns, &name, &ctx).await {
+        Ok(None) => desired.push(DesiredCondition::new(
+            types::CERTIFICATES_READY,
+            true,
+            "NotRequested",
+            "spec.mtls is not set: no certificates to issue",
+        )),
+        Ok(Some(c)) => {
+            let server_part = c
+                .server
+                .as_ref()
+                .map(|s| {
+                    format!(
+                        "server certificate in Secret {} valid until {}",
+                        s.secret_name,
+                        s.not_after
+                            .as_ref()
+                            .map(|t| t.0.to_string())
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            desired.push(DesiredCondition::new(
+                types::CERTIFICATES_READY,
+                true,
+                "Issued",
+                format!(
+                    "{server_part}; {} client certificate(s) issued",
+                    c.clients.len()
+                ),
+            ));
+            status.server_certificate = c.server;
+            status.client_certificates = c.clients;
+            next_renewal = c.next_renewal;
+        }
+        Err(e @ (Error::Issue(_) | Error::FederationCa(_) | Error::InvalidSpec(_))) => {
+            certs_ok = false;
+            desired.push(DesiredCondition::new(
+                types::CERTIFICATES_READY,
+                false,
+                e.reason(),
+                e.to_string(),
+            ));
+            status.server_certificate = old_status.server_certificate.clone();
+            status.client_certificates = old_status.client_certificates.clone();
+            if !old_condition_matches(
+                &old_status,
+                types::CERTIFICATES_READY,
+                e.reason(),
+                &e.to_string(),
+            ) {
+                ctx.event(&server, EventType::Warning, e.reason(), &e.to_string())
+                    .await;
+            }
+        }
+        Err(e) => return Err(e),
+    }
+
+    // 3. Rotation.
+    let strategy = server.spec.rotation.clone().unwrap_or_default().strategy;
+    if let (RotationStrategy::RollingRestart, Some(selector), Some(bundle)) = (
+        strategy,
+        server.spec.pod_selector.as_ref(),
+        status.trust_bundle.as_ref(),
+    ) {
+        let new_hash = build::rotation_hash(
+            &bundle.sha256,
+            status
+                .server_certificate
+                .as_ref()
+                .and_then(|c| c.sha256.as_deref()),
+        );
+        let old_hash = old_status.trust_bundle.as_ref().map(|b| {
+            build::rotation_hash(
+                &b.sha256,
+                old_status
+                    .server_certificate
+                    .as_ref()
+                    .and_then(|c| c.sha256.as_deref()),
+            )
+        });
+        // Roll only on a real change of material that pods already had.
+        if old_hash.is_some_and(|h| h != new_hash) {
+            let restarted = rolling_restart(&ctx, &server, &ns, selector, &new_hash).await?;
+            if !restarted.is_empty() {
+                tracing::info!(mcpserver = %name, ?restarted, "rolled workloads after rotation");
+            }
+        }
+    }
+
+    // 4. Status: Ready summarises; one apply, only when something changed.
+    let failing: Vec<&DesiredCondition> = desired.iter().filter(|c| c.status != "True").collect();
+    let ready = match failing.first() {
+        None => DesiredCondition::new(types::READY, true, "Ready", ready_message(&server, &status)),
+        Some(f) => DesiredCondition::new(
+            types::READY,
+            false,
+            &f.reason,
+            format!("{}: {}", f.type_, f.message),
+        ),
+    };
+    desired.push(ready);
+    status.conditions = conditions::merge(
+        &old_status.conditions,
+        &desired,
+        server.metadata.generation,
+        &build::time(now),
+    );
+    if server.status.as_ref() != Some(&status) {
+        let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &ns);
+        let body = json!({
+            "apiVersion": McpServer::api_version(&()),
+            "kind": McpServer::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER_STATUS).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    }
+
+    let _ = (bundle_ok, certs_ok);
+    let mut wait = RESYNC_SECS;
+    if let Some(r) = next_renewal {
+        wait = wait.min((r - now).max(1));
+    }
+    if desired.iter().any(|c| c.reason == "SourceNotFound") {
+        wait = wait.min(60);
+    }
+    Ok(Action::requeue(Duration::from_secs(wait.unsigned_abs())))
+}
+
+fn ready_message(server: &McpServer, status: &McpServerStatus) -> String {
+    let mut parts = vec![format!(
+        "trust bundle {} is current",
+        status
+            .trust_bundle
+            .as_ref()
+            .map(|b| b.config_map_name.as_str())
+            .unwrap_or("?")
+    )];
+    if server.spec.mtls.is_some() {
+        parts.push(format!(
+            "server and {} client certificate(s) valid",
+            status.client_certificates.len()
+        ));
+    }
+    parts.join("; ")
+}
+
+fn old_condition_matches(old: &McpServerStatus, type_: &str, reason: &str, message: &str) -> bool {
+    old.conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.reason == reason && c.message == message)
+}
+
+/// The error policy: log, count, and retry with a per-object backoff (5 s doubling to
+/// 5 min), as controller-rs does.
+pub fn error_policy(server: Arc<McpServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(mcpserver = %server.name_any(), reason = error.reason(), "reconcile failed: {error}");
+    ctx.metrics.reconcile_failed(error.reason());
+    let key = format!(
+        "{}/{}",
+        server.namespace().unwrap_or_default(),
+        server.name_any()
+    );
+    Action::requeue(ctx.backoff(&key))
+}

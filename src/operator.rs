@@ -1,0 +1,298 @@
+//! `mcptrust run`: controller, webhook and admin server in one process, in cluster or out
+//! of cluster against any kubeconfig (as kube-rs controllers run in development).
+//!
+//! Every replica serves the webhook from its own reflector caches; only the holder of the
+//! Lease (kube-lease-manager, server-side apply on a `coordination.k8s.io/v1` Lease) runs
+//! the controllers, so only one replica writes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Config};
+use tokio::sync::watch;
+
+use crate::api::McpServer;
+use crate::cli::{ConfigArgs, wait_stop};
+use crate::controller::{self, Context, ControllerArgs, ControllerConfig, ControllerMetrics};
+
+/// `mcptrust run` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Kubeconfig file; without it, in-cluster config or the usual discovery
+    /// ($KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "MCPTRUST_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current one).
+    #[arg(long, env = "MCPTRUST_KUBE_CONTEXT")]
+    pub context: Option<String>,
+    /// Do not run the controller (webhook and admin only).
+    #[arg(long, env = "MCPTRUST_DISABLE_CONTROLLER", default_value_t = false)]
+    pub disable_controller: bool,
+    /// Do not run the webhook (controller and admin only; no TLS files needed).
+    #[arg(long, env = "MCPTRUST_DISABLE_WEBHOOK", default_value_t = false)]
+    pub disable_webhook: bool,
+    /// Run the controller without leader election (a single replica).
+    #[arg(
+        long,
+        env = "MCPTRUST_DISABLE_LEADER_ELECTION",
+        default_value_t = false
+    )]
+    pub disable_leader_election: bool,
+    /// Name of the Lease used for leader election, in the operator namespace.
+    #[arg(
+        long,
+        env = "MCPTRUST_LEASE_NAME",
+        default_value = "mcptrust-controller"
+    )]
+    pub lease_name: String,
+    /// Controller settings.
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    /// Webhook listener and TLS files.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
+    /// Admin port.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
+    /// Operator config.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Builds a client from `--kubeconfig`/`--context`, or by the usual discovery.
+///
+/// # Errors
+/// Unreadable or invalid kubeconfig, unknown context, no cluster configuration found.
+pub async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if context.is_some() => Config::from_kubeconfig(&options).await?,
+        None => Config::infer().await.context(
+            "no cluster configuration found (in-cluster, $KUBECONFIG or ~/.kube/config)",
+        )?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs the operator until SIGTERM/Ctrl-C.
+///
+/// # Errors
+/// Startup failures (kubeconfig, ports, TLS files); the loops themselves log and retry.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    let controller_metrics = ControllerMetrics::default();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    {
+        let m = controller_metrics.clone();
+        metrics.register_with(move |r| m.register(r));
+    }
+    let readiness = crate::admin::Readiness::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::webhook::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let admin_listener = tokio::net::TcpListener::bind(args.admin.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", args.admin.admin_listen))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn({
+        let router = crate::admin::router(metrics.clone(), readiness.clone());
+        let stop = wait_stop(stop_rx.clone());
+        async move {
+            crate::admin::serve(admin_listener, router, stop)
+                .await
+                .context("admin server")
+        }
+    });
+
+    if !args.disable_controller {
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            ControllerConfig::new(&args.controller, &config),
+            controller_metrics.clone(),
+            controller::system_clock(),
+            &args.controller.pod_name,
+        ));
+        let leader_election = !args.disable_leader_election;
+        let lease = args.lease_name.clone();
+        let ns = args.controller.operator_namespace.clone();
+        let identity = args.controller.pod_name.clone();
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            run_controllers(ctx, leader_election, &lease, &ns, &identity, stop).await;
+            Ok(())
+        });
+    }
+
+    if !args.disable_webhook {
+        let webhook_args = args.webhook.clone();
+        let readiness = readiness.clone();
+        let metrics = metrics.clone();
+        let config = config.clone();
+        let client = client.clone();
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            // Serve only from synced caches; a SIGTERM while syncing still exits.
+            let caches = tokio::select! {
+                c = start_caches(client, stop.clone()) => c,
+                _ = wait_stop(stop.clone()) => return Ok(()),
+            };
+            let mutator: Arc<dyn crate::inject::Mutator> =
+                Arc::new(controller::resolver::ClusterMutator::new(config, caches));
+            crate::webhook::run(&webhook_args, mutator, metrics, readiness, wait_stop(stop))
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    } else {
+        readiness.set_ready();
+    }
+
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::error!("{e:#}");
+            result = Err(e);
+        }
+    }
+    result
+}
+
+/// Starts the webhook's reflectors and waits until each has listed once.
+async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller::resolver::Caches {
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        controller::build::LABEL_MANAGED_BY,
+        controller::build::MANAGED_BY
+    ));
+    let (servers, w1) = reflector::store::<McpServer>();
+    let (secrets, w2) = reflector::store();
+    let (config_maps, w3) = reflector::store();
+    let s1 = reflector(
+        w1,
+        watcher(
+            Api::<McpServer>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    let s2 = reflector(
+        w2,
+        watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            managed.clone(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    let s3 = reflector(
+        w3,
+        watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client), managed),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = futures::future::join3(s1, s2, s3) => {},
+            _ = wait_stop(stop) => {},
+        }
+    });
+    for (name, ready) in [
+        ("McpServers", servers.wait_until_ready().await.is_ok()),
+        ("managed Secrets", secrets.wait_until_ready().await.is_ok()),
+        (
+            "managed ConfigMaps",
+            config_maps.wait_until_ready().await.is_ok(),
+        ),
+    ] {
+        tracing::info!(cache = name, ready, "webhook cache synced");
+    }
+    controller::resolver::Caches {
+        servers,
+        secrets,
+        config_maps,
+    }
+}
+
+/// Runs both controllers while this replica holds the Lease (or always, without leader
+/// election), until `stop` is set.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    leader_election: bool,
+    lease: &str,
+    namespace: &str,
+    identity: &str,
+    stop: watch::Receiver<bool>,
+) {
+    let run_both = |ctx: Arc<Context>, until: watch::Receiver<bool>| async move {
+        tokio::join!(
+            controller::run(ctx.clone(), wait_stop(until.clone())),
+            controller::namespaces::run(ctx, wait_stop(until)),
+        );
+    };
+    if !leader_election {
+        run_both(ctx, stop).await;
+        return;
+    }
+    let manager = match kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), lease)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_field_manager("mcptrust-leader-election")
+        .build()
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("leader election unavailable: {e}");
+            return;
+        }
+    };
+    let (mut leader, lease_task) = manager.watch().await;
+    let mut stop_outer = stop.clone();
+    loop {
+        // Wait to lead (or to stop).
+        tokio::select! {
+            r = leader.wait_for(|l| *l) => if r.is_err() { break },
+            _ = stop_outer.wait_for(|v| *v) => break,
+        }
+        tracing::info!(identity, "acquired the lease: running the controllers");
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let mut watch_leader = leader.clone();
+        let mut stop_inner = stop.clone();
+        let relay = tokio::spawn(async move {
+            tokio::select! {
+                _ = watch_leader.wait_for(|l| !*l) => {},
+                _ = stop_inner.wait_for(|v| *v) => {},
+            }
+            let _ = lost_tx.send(true);
+        });
+        run_both(ctx.clone(), lost_rx).await;
+        relay.abort();
+        if *stop.borrow() {
+            break;
+        }
+        tracing::warn!(identity, "lost the lease: controllers stopped");
+    }
+    drop(leader);
+    let _ = lease_task.await;
+}

@@ -1,0 +1,1492 @@
+//! Certificate issuance for mTLS federation (seed 001) and cert-manager's renewal decision,
+//! as pure functions: the controller reads Secrets, calls [`decide`], and writes what
+//! [`issue`] returns (via [`secret_data`]); nothing here talks to the API server or reads
+//! the clock. Every time is **Unix seconds (UTC)** and "now" is always a parameter.
+//!
+//! - [`CertificateAuthority`]: the federation CA, ECDSA P-256, generated
+//!   ([`CertificateAuthority::generate`]) or loaded ([`CertificateAuthority::from_pem`]).
+//! - [`issue`]: a server or client leaf ([`LeafRequest`], [`Usage`]) signed by the CA.
+//! - [`server_sans`], [`server_request`], [`client_request`]: what to ask for, from the
+//!   `McpServer` spec. A client dialling `127.0.0.1` needs an IP SAN: `CN=localhost` is
+//!   not enough (seed 001's lesson), so an IP-literal endpoint becomes an IP SAN.
+//! - [`parse_duration`], [`durations`]: `spec.mtls.duration` / `renewBefore` as Go
+//!   durations (via [`kube::core::Duration`]), with cert-manager's defaults: `2160h`, and a
+//!   third of the duration before `notAfter`.
+//! - [`decide`]: keep the Secret's certificate, or (re)issue it and why ([`IssueReason`],
+//!   named after cert-manager's Certificate `Issuing` condition reasons).
+//!
+//! # The certificate profile
+//!
+//! Python 3.13 turns on `VERIFY_X509_STRICT` by default (cpython#107361; RUNTIMES.md,
+//! "Private CA profile"), which rejects certificates that OpenSSL's lax mode accepts. So:
+//!
+//! - the CA has basicConstraints **critical** `CA:TRUE, pathlen:0`, keyUsage (critical)
+//!   `digitalSignature, keyCertSign, cRLSign`, a SubjectKeyIdentifier and an
+//!   AuthorityKeyIdentifier (equal to its SKI), and is backdated one hour for clock skew;
+//! - leaves have basicConstraints critical `CA:FALSE`, keyUsage critical
+//!   `digitalSignature`, extendedKeyUsage `serverAuth` or `clientAuth`, an
+//!   AuthorityKeyIdentifier equal to the CA's SKI, a SubjectKeyIdentifier, exactly the
+//!   requested SANs, a random 126-bit serial, and are backdated five minutes.
+//!
+//! All keys are ECDSA P-256 in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), which Python,
+//! Go, Node.js, Java and rustls all load.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr as _;
+
+use k8s_openapi::ByteString;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::SecureRandom as _;
+use rustls::pki_types::CertificateDer;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::{FromDer as _, X509Certificate};
+use x509_parser::time::ASN1Time;
+
+use super::pem::{CertInfo, encode_pem, inspect, parse_pem_certificates, rfc3339, sha256_hex};
+use crate::api::{MtlsSpec, ServerCertSpec};
+
+/// Key of the certificate (PEM, the leaf) in a `kubernetes.io/tls` Secret.
+pub const TLS_CRT: &str = "tls.crt";
+/// Key of the private key (PKCS#8 PEM) in a `kubernetes.io/tls` Secret.
+pub const TLS_KEY: &str = "tls.key";
+/// Key of the issuing CA's certificate (PEM) in the Secret, as cert-manager writes it.
+pub const CA_CRT: &str = "ca.crt";
+/// The Secret `type` for [`secret_data`]'s output.
+pub const SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// Default certificate lifetime: `2160h` (90 days), cert-manager's default `duration`.
+pub const DEFAULT_DURATION_SECS: i64 = 2160 * 3600;
+/// Shortest accepted `spec.mtls.duration`: `1h`, as cert-manager and the CRD's CEL rule.
+pub const MIN_DURATION_SECS: i64 = 3600;
+/// How far a leaf's `notBefore` is backdated from "now", for clock skew: 5 minutes.
+pub const LEAF_BACKDATE_SECS: i64 = 300;
+/// How far the CA's `notBefore` is backdated from "now", for clock skew: 1 hour.
+pub const CA_BACKDATE_SECS: i64 = 3600;
+/// The longest common name X.520 allows (`ub-common-name`), in characters.
+pub const MAX_COMMON_NAME_CHARS: usize = 64;
+
+/// Why a certificate could not be issued, loaded or configured.
+///
+/// `Display` is a sentence naming the offending value and what to change; it never holds
+/// private key material. [`IssueError::reason`] is a stable CamelCase word for status
+/// conditions, events and metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    /// A duration field is not a positive Go duration (e.g. `2160h`, `90m`, `1h30m`).
+    #[error("{field} {value:?} is not a valid duration: {detail}")]
+    InvalidDuration {
+        /// The field, e.g. `spec.mtls.duration`.
+        field: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// `renewBefore` is not shorter than `duration` (cert-manager rejects this too).
+    #[error(
+        "spec.mtls.renewBefore ({renew_before_secs}s) must be shorter than spec.mtls.duration \
+         ({duration_secs}s); cert-manager's default is a third of the duration, e.g. \
+         duration: 2160h, renewBefore: 720h"
+    )]
+    RenewBeforeTooLong {
+        /// `renewBefore` in seconds.
+        renew_before_secs: i64,
+        /// `duration` in seconds.
+        duration_secs: i64,
+    },
+    /// A validity period is empty or negative, or a time is outside what X.509 can encode.
+    #[error("invalid validity period: {detail}")]
+    InvalidValidity {
+        /// What is wrong.
+        detail: String,
+    },
+    /// A DNS name given for a SAN is not a DNS name.
+    #[error("{name:?} is not a valid DNS name for a subjectAltName: {detail}")]
+    InvalidDnsName {
+        /// The name as given.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An `ipAddresses` entry is not an IPv4 or IPv6 address.
+    #[error(
+        "spec.mtls.server.ipAddresses entry {value:?} is not an IP address; use e.g. \
+         127.0.0.1 or ::1"
+    )]
+    InvalidIpAddress {
+        /// The value as given.
+        value: String,
+    },
+    /// The common name is empty or longer than 64 characters.
+    #[error("invalid common name {common_name:?}: {detail}")]
+    InvalidCommonName {
+        /// The common name as given.
+        common_name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A server certificate was requested without any DNS or IP SAN: no client could
+    /// verify it (hostname checks use SANs only, never the CN).
+    #[error(
+        "a server certificate needs at least one DNS name or IP address: set \
+         spec.endpoint.url or spec.mtls.server.dnsNames / ipAddresses"
+    )]
+    NoSubjectAltNames,
+    /// The CA certificate PEM is not exactly one parseable X.509 certificate.
+    #[error("invalid CA certificate: {detail}")]
+    InvalidCaCertificate {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The CA private key is not a PKCS#8 PEM key rcgen can sign with.
+    #[error("invalid CA private key: {detail}")]
+    InvalidCaKey {
+        /// What is wrong (never the key itself).
+        detail: String,
+    },
+    /// The CA private key does not belong to the CA certificate.
+    #[error("the CA private key does not match the public key of the CA certificate {subject:?}")]
+    CaKeyMismatch {
+        /// The CA certificate's subject (RFC 4514).
+        subject: String,
+    },
+    /// The CA certificate lacks basicConstraints `CA:TRUE`.
+    #[error("{subject:?} is not a CA certificate (basicConstraints CA:TRUE missing)")]
+    NotACa {
+        /// The certificate's subject (RFC 4514).
+        subject: String,
+    },
+    /// The CA certificate is a CA, but leaves it signs would fail Python 3.13's strict
+    /// X.509 verification (cpython#107361).
+    #[error(
+        "CA certificate {subject:?} would be rejected by Python 3.13+ strict X.509 \
+         verification: {detail}"
+    )]
+    NonStrictCaProfile {
+        /// The certificate's subject (RFC 4514).
+        subject: String,
+        /// What is missing.
+        detail: String,
+    },
+    /// The CA has expired (or is not yet valid) at the issuance time.
+    #[error(
+        "the CA {subject:?} is not valid at {now}: it is valid from {not_before} to \
+         {not_after}; rotate the CA"
+    )]
+    CaNotValid {
+        /// The CA's subject (RFC 4514).
+        subject: String,
+        /// The issuance time, RFC 3339.
+        now: String,
+        /// The CA's `notBefore`, RFC 3339.
+        not_before: String,
+        /// The CA's `notAfter`, RFC 3339.
+        not_after: String,
+    },
+    /// rcgen or the system random generator failed.
+    #[error("certificate generation failed: {detail}")]
+    Generation {
+        /// The failure.
+        detail: String,
+    },
+}
+
+impl IssueError {
+    /// A stable CamelCase reason: `InvalidDuration`, `InvalidRenewBefore`,
+    /// `InvalidValidity`, `InvalidDNSName`, `InvalidIPAddress`, `InvalidCommonName`,
+    /// `NoSubjectAltNames`, `InvalidCACertificate`, `InvalidCAKey`, `CAKeyMismatch`,
+    /// `NotACertificateAuthority`, `NonStrictCAProfile`, `CANotValid` or
+    /// `CertificateGenerationFailed`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidDuration { .. } => "InvalidDuration",
+            Self::RenewBeforeTooLong { .. } => "InvalidRenewBefore",
+            Self::InvalidValidity { .. } => "InvalidValidity",
+            Self::InvalidDnsName { .. } => "InvalidDNSName",
+            Self::InvalidIpAddress { .. } => "InvalidIPAddress",
+            Self::InvalidCommonName { .. } => "InvalidCommonName",
+            Self::NoSubjectAltNames => "NoSubjectAltNames",
+            Self::InvalidCaCertificate { .. } => "InvalidCACertificate",
+            Self::InvalidCaKey { .. } => "InvalidCAKey",
+            Self::CaKeyMismatch { .. } => "CAKeyMismatch",
+            Self::NotACa { .. } => "NotACertificateAuthority",
+            Self::NonStrictCaProfile { .. } => "NonStrictCAProfile",
+            Self::CaNotValid { .. } => "CANotValid",
+            Self::Generation { .. } => "CertificateGenerationFailed",
+        }
+    }
+}
+
+fn generation(e: impl fmt::Display) -> IssueError {
+    IssueError::Generation {
+        detail: e.to_string(),
+    }
+}
+
+/// Unix seconds → the `time::OffsetDateTime` rcgen wants (via x509-parser's `ASN1Time`).
+fn asn1_time(unix: i64) -> Result<ASN1Time, IssueError> {
+    ASN1Time::from_timestamp(unix).map_err(|_| IssueError::InvalidValidity {
+        detail: format!("{unix} is not a representable Unix time"),
+    })
+}
+
+/// A random, positive, 16-byte serial number (126 random bits; RFC 5280 §4.1.2.2 allows
+/// up to 20 octets, CA/B Forum requires at least 64 random bits).
+fn random_serial() -> Result<SerialNumber, IssueError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| generation("the system random number generator failed"))?;
+    // Clear the sign bit (positive INTEGER) and set the next one (no leading zero byte,
+    // so the DER is always exactly 16 octets).
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+    match X509Certificate::from_der(der) {
+        Ok((&[], cert)) => Ok(cert),
+        Ok((rest, _)) => Err(format!(
+            "{} trailing bytes after the certificate",
+            rest.len()
+        )),
+        Err(e) => Err(format!("not a valid X.509 certificate: {e}")),
+    }
+}
+
+fn subject_key_identifier(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        })
+}
+
+/// The federation CA: a certificate and its private key, ready to sign leaves.
+///
+/// `cert_pem` and `key_pem` are what the controller stores (e.g. in a Secret) and gives
+/// back to [`CertificateAuthority::from_pem`]; treat them as read-only (the signing key
+/// is parsed once, at construction). `Debug` elides the private key.
+pub struct CertificateAuthority {
+    /// The CA certificate, one PEM `CERTIFICATE` block.
+    pub cert_pem: String,
+    /// The CA private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`). Secret material.
+    pub key_pem: String,
+    der: CertificateDer<'static>,
+    info: CertInfo,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("subject", &self.info.subject)
+            .field("not_after", &self.info.not_after)
+            .field("sha256", &self.info.sha256)
+            .field("key_pem", &"[elided]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// Generate a new self-signed federation CA with subject `CN=<common_name>`.
+    ///
+    /// The key is ECDSA P-256. Validity runs from `now_unix - 1h` (clock skew) to
+    /// `now_unix + validity_secs` (Unix seconds). The profile is the strict one of the
+    /// module docs: basicConstraints critical `CA:TRUE, pathlen:0`; keyUsage critical
+    /// `digitalSignature, keyCertSign, cRLSign`; SubjectKeyIdentifier; AKI = SKI.
+    ///
+    /// # Errors
+    /// [`IssueError::InvalidCommonName`] (empty or over 64 characters),
+    /// [`IssueError::InvalidValidity`] (`validity_secs <= 0`, or a time X.509 cannot encode),
+    /// [`IssueError::Generation`].
+    pub fn generate(
+        common_name: &str,
+        now_unix: i64,
+        validity_secs: i64,
+    ) -> Result<Self, IssueError> {
+        check_common_name(common_name)?;
+        if validity_secs <= 0 {
+            return Err(IssueError::InvalidValidity {
+                detail: format!("the CA validity must be positive, got {validity_secs}s"),
+            });
+        }
+        let not_after =
+            now_unix
+                .checked_add(validity_secs)
+                .ok_or_else(|| IssueError::InvalidValidity {
+                    detail: format!("{now_unix} + {validity_secs}s overflows"),
+                })?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generation)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial()?);
+        params.not_before = asn1_time(now_unix.saturating_sub(CA_BACKDATE_SECS))?.to_datetime();
+        params.not_after = asn1_time(not_after)?.to_datetime();
+        let cert = params.self_signed(&key).map_err(generation)?;
+        let key_pem = key.serialize_pem();
+        Self::from_parts(cert.der().clone(), key, key_pem)
+    }
+
+    /// Load a CA from its certificate PEM (exactly one `CERTIFICATE` block) and its
+    /// private key PEM (PKCS#8; ECDSA P-256/P-384, Ed25519 or RSA).
+    ///
+    /// Checks that the key belongs to the certificate and that the certificate is a CA
+    /// whose leaves pass Python 3.13's strict X.509 verification: basicConstraints
+    /// `CA:TRUE` and critical, keyUsage (if present) with `keyCertSign`, and a
+    /// SubjectKeyIdentifier (copied into the leaves' AuthorityKeyIdentifier). The validity
+    /// period is not checked here ([`issue`] does, at issuance time).
+    ///
+    /// # Errors
+    /// [`IssueError::InvalidCaCertificate`], [`IssueError::InvalidCaKey`],
+    /// [`IssueError::CaKeyMismatch`], [`IssueError::NotACa`],
+    /// [`IssueError::NonStrictCaProfile`]. Messages never contain the key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, IssueError> {
+        let certs = parse_pem_certificates("CA certificate", cert_pem.as_bytes()).map_err(|e| {
+            IssueError::InvalidCaCertificate {
+                detail: e.to_string(),
+            }
+        })?;
+        let der = match <[_; 1]>::try_from(certs) {
+            Ok([der]) => der,
+            Err(certs) => {
+                return Err(IssueError::InvalidCaCertificate {
+                    detail: format!(
+                        "expected exactly one certificate, found {}; give the issuing CA only",
+                        certs.len()
+                    ),
+                });
+            }
+        };
+        let key = KeyPair::from_pem(key_pem).map_err(|_| IssueError::InvalidCaKey {
+            detail: "not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----) of a \
+                     supported type (ECDSA P-256/P-384, Ed25519, RSA)"
+                .to_owned(),
+        })?;
+        Self::from_parts(der, key, key_pem.to_owned())
+    }
+
+    /// The one constructor behind [`Self::generate`] and [`Self::from_pem`]: validates the
+    /// profile and the key, and builds the rcgen issuer from the certificate itself (so
+    /// the leaves' AKI is the CA certificate's SKI, byte for byte).
+    fn from_parts(
+        der: CertificateDer<'static>,
+        key: KeyPair,
+        key_pem: String,
+    ) -> Result<Self, IssueError> {
+        let invalid = |detail: String| IssueError::InvalidCaCertificate { detail };
+        let info = inspect(&der).map_err(|e| invalid(e.detail))?;
+        let cert = parse_x509(&der).map_err(invalid)?;
+        if !info.is_ca {
+            return Err(IssueError::NotACa {
+                subject: info.subject,
+            });
+        }
+        let non_strict = |detail: &str| IssueError::NonStrictCaProfile {
+            subject: info.subject.clone(),
+            detail: detail.to_owned(),
+        };
+        if !info.basic_constraints_critical {
+            return Err(non_strict("basicConstraints is not marked critical"));
+        }
+        if info.key_cert_sign == Some(false) {
+            return Err(non_strict("keyUsage does not include keyCertSign"));
+        }
+        if subject_key_identifier(&cert).is_none() {
+            return Err(non_strict(
+                "it has no SubjectKeyIdentifier, so its leaves cannot carry a matching \
+                 AuthorityKeyIdentifier",
+            ));
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(IssueError::CaKeyMismatch {
+                subject: info.subject,
+            });
+        }
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self {
+            cert_pem: encode_pem(&der),
+            key_pem,
+            der,
+            info,
+            issuer,
+        })
+    }
+
+    /// The CA certificate's DER.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+
+    /// The CA certificate's summary (subject, validity, fingerprint, ...).
+    pub fn info(&self) -> &CertInfo {
+        &self.info
+    }
+
+    /// The CA certificate's subject, RFC 4514 (e.g. `CN=mcptrust federation CA`).
+    pub fn subject(&self) -> &str {
+        &self.info.subject
+    }
+
+    /// The CA certificate's `notBefore`, Unix seconds.
+    pub fn not_before(&self) -> i64 {
+        self.info.not_before
+    }
+
+    /// The CA certificate's `notAfter`, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.info.not_after
+    }
+
+    /// Lowercase hex SHA-256 of the CA certificate's DER (its fingerprint).
+    pub fn sha256(&self) -> String {
+        self.info.sha256.clone()
+    }
+}
+
+/// What a leaf certificate is for: its extendedKeyUsage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Usage {
+    /// TLS server (`serverAuth`, 1.3.6.1.5.5.7.3.1).
+    Server,
+    /// TLS client (`clientAuth`, 1.3.6.1.5.5.7.3.2).
+    Client,
+}
+
+impl Usage {
+    /// The extendedKeyUsage name: `serverAuth` or `clientAuth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "serverAuth",
+            Self::Client => "clientAuth",
+        }
+    }
+}
+
+/// What to issue. SANs are written exactly as given (order included); [`decide`] compares
+/// them as case-insensitive sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafRequest {
+    /// Subject `CN`, 1 to 64 characters. Informational only: clients verify SANs.
+    pub common_name: String,
+    /// DNS SANs (a leading `*.` wildcard label is allowed).
+    pub dns_names: Vec<String>,
+    /// IP SANs.
+    pub ip_addresses: Vec<IpAddr>,
+    /// serverAuth or clientAuth.
+    pub usage: Usage,
+    /// Lifetime in seconds, counted from "now" (the `notBefore` backdating of
+    /// [`LEAF_BACKDATE_SECS`] comes on top).
+    pub duration_secs: i64,
+}
+
+/// A freshly issued leaf certificate and its key. `Debug` elides the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// The leaf certificate, one PEM block (`tls.crt`).
+    pub cert_pem: String,
+    /// The leaf's private key, PKCS#8 PEM (`tls.key`). Secret material.
+    pub key_pem: String,
+    /// The issuing CA's certificate, PEM (`ca.crt`).
+    pub ca_pem: String,
+    /// `notBefore`, Unix seconds (`now - 5 min`).
+    pub not_before: i64,
+    /// `notAfter`, Unix seconds (`now + duration`).
+    pub not_after: i64,
+    /// Lowercase hex SHA-256 of the leaf's DER.
+    pub sha256: String,
+    /// The serial number, lowercase hex without separators (32 digits).
+    pub serial_hex: String,
+}
+
+impl fmt::Debug for IssuedCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCertificate")
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("sha256", &self.sha256)
+            .field("serial_hex", &self.serial_hex)
+            .field("key_pem", &"[elided]")
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_common_name(cn: &str) -> Result<(), IssueError> {
+    let detail = if cn.trim().is_empty() {
+        "it is empty"
+    } else if cn.chars().count() > MAX_COMMON_NAME_CHARS {
+        "it is longer than 64 characters (X.520 ub-common-name)"
+    } else if cn.chars().any(char::is_control) {
+        "it contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(IssueError::InvalidCommonName {
+        common_name: cn.to_owned(),
+        detail: detail.to_owned(),
+    })
+}
+
+/// Why `name` is not a DNS name usable in a dNSName SAN, or `None` if it is.
+///
+/// Accepted: 1 to 253 ASCII characters; labels of letters, digits, `-` and `_`, 1 to 63
+/// characters, not starting or ending with `-`; optionally a leading `*.` wildcard label.
+fn dns_name_problem(name: &str, allow_wildcard: bool) -> Option<String> {
+    let body = match name.strip_prefix("*.") {
+        Some(rest) if allow_wildcard => rest,
+        Some(_) => return Some("wildcards are not allowed here".to_owned()),
+        None => name,
+    };
+    if name.is_empty() {
+        return Some("it is empty".to_owned());
+    }
+    if name.len() > 253 {
+        return Some("it is longer than 253 characters".to_owned());
+    }
+    if name.ends_with('.') {
+        return Some("remove the trailing dot".to_owned());
+    }
+    if IpAddr::from_str(name).is_ok() {
+        return Some("it is an IP address; put it in ipAddresses".to_owned());
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return Some("it has an empty label".to_owned());
+        }
+        if label.len() > 63 {
+            return Some(format!("label {label:?} is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Some(format!(
+                "{c:?} is not allowed (letters, digits, '-' and '_' only)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("label {label:?} starts or ends with '-'"));
+        }
+    }
+    None
+}
+
+/// Issue a leaf certificate for `req`, signed by `ca`, at time `now_unix` (Unix seconds).
+///
+/// The profile is the strict one of the module docs: ECDSA P-256 key, random 126-bit
+/// serial, `CN=<common_name>`, SANs exactly as requested (DNS names first, then IPs),
+/// extendedKeyUsage `serverAuth` ([`Usage::Server`]) or `clientAuth` ([`Usage::Client`]),
+/// keyUsage critical `digitalSignature`, basicConstraints critical `CA:FALSE`,
+/// AuthorityKeyIdentifier = the CA's SKI, validity `now - 5 min ..= now + duration_secs`.
+///
+/// `notAfter` is not capped at the CA's `notAfter`: the controller rotates the CA well
+/// before that.
+///
+/// # Errors
+/// [`IssueError::InvalidCommonName`], [`IssueError::InvalidDnsName`],
+/// [`IssueError::NoSubjectAltNames`] (a server certificate needs at least one SAN),
+/// [`IssueError::InvalidValidity`] (`duration_secs <= 0`), [`IssueError::CaNotValid`]
+/// (the CA is expired or not yet valid at `now_unix`), [`IssueError::Generation`].
+pub fn issue(
+    ca: &CertificateAuthority,
+    req: &LeafRequest,
+    now_unix: i64,
+) -> Result<IssuedCertificate, IssueError> {
+    check_common_name(&req.common_name)?;
+    for name in &req.dns_names {
+        if let Some(detail) = dns_name_problem(name, true) {
+            return Err(IssueError::InvalidDnsName {
+                name: name.clone(),
+                detail,
+            });
+        }
+    }
+    if req.usage == Usage::Server && req.dns_names.is_empty() && req.ip_addresses.is_empty() {
+        return Err(IssueError::NoSubjectAltNames);
+    }
+    if req.duration_secs <= 0 {
+        return Err(IssueError::InvalidValidity {
+            detail: format!(
+                "the certificate duration must be positive, got {}s",
+                req.duration_secs
+            ),
+        });
+    }
+    if now_unix < ca.not_before() || now_unix >= ca.not_after() {
+        return Err(IssueError::CaNotValid {
+            subject: ca.info.subject.clone(),
+            now: rfc3339(now_unix),
+            not_before: rfc3339(ca.not_before()),
+            not_after: rfc3339(ca.not_after()),
+        });
+    }
+    let not_after =
+        now_unix
+            .checked_add(req.duration_secs)
+            .ok_or_else(|| IssueError::InvalidValidity {
+                detail: format!("{now_unix} + {}s overflows", req.duration_secs),
+            })?;
+
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, req.common_name.as_str());
+    let mut sans = Vec::with_capacity(req.dns_names.len() + req.ip_addresses.len());
+    for name in &req.dns_names {
+        let ia5 =
+            name.as_str()
+                .try_into()
+                .map_err(|e: rcgen::Error| IssueError::InvalidDnsName {
+                    name: name.clone(),
+                    detail: e.to_string(),
+                })?;
+        sans.push(SanType::DnsName(ia5));
+    }
+    sans.extend(req.ip_addresses.iter().copied().map(SanType::IpAddress));
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![match req.usage {
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial()?);
+    params.not_before = asn1_time(now_unix.saturating_sub(LEAF_BACKDATE_SECS))?.to_datetime();
+    params.not_after = asn1_time(not_after)?.to_datetime();
+
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generation)?;
+    let cert = params.signed_by(&key, &ca.issuer).map_err(generation)?;
+    let der = cert.der();
+    let parsed = parse_x509(der).map_err(generation)?;
+    Ok(IssuedCertificate {
+        cert_pem: encode_pem(der),
+        key_pem: key.serialize_pem(),
+        ca_pem: ca.cert_pem.clone(),
+        not_before: parsed.validity().not_before.timestamp(),
+        not_after: parsed.validity().not_after.timestamp(),
+        sha256: sha256_hex(der),
+        serial_hex: hex::encode(parsed.raw_serial()),
+    })
+}
+
+/// The data of a `kubernetes.io/tls` Secret ([`SECRET_TYPE`]) holding `issued`:
+/// `tls.crt` (the leaf), `tls.key` (its PKCS#8 key) and `ca.crt` (the CA), as
+/// cert-manager lays it out. Ready for `Secret.data`.
+pub fn secret_data(issued: &IssuedCertificate) -> BTreeMap<String, ByteString> {
+    BTreeMap::from([
+        (
+            TLS_CRT.to_owned(),
+            ByteString(issued.cert_pem.as_bytes().to_vec()),
+        ),
+        (
+            TLS_KEY.to_owned(),
+            ByteString(issued.key_pem.as_bytes().to_vec()),
+        ),
+        (
+            CA_CRT.to_owned(),
+            ByteString(issued.ca_pem.as_bytes().to_vec()),
+        ),
+    ])
+}
+
+/// `Secret.data` as plain bytes, the shape [`decide`] takes (`None` for `None`: the
+/// Secret does not exist). `stringData` is write-only in the API, so it is not read.
+pub fn decoded_secret_data(
+    secret: Option<&k8s_openapi::api::core::v1::Secret>,
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    secret.map(|s| {
+        s.data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    })
+}
+
+/// The host of an endpoint URL: an IP literal or a DNS name (lowercased, without a
+/// trailing dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointHost {
+    /// An IPv4 literal, or a bracketed IPv6 literal (zone identifier dropped).
+    Ip(IpAddr),
+    /// A DNS name.
+    Dns(String),
+}
+
+/// The host of `url` (`scheme://[userinfo@]host[:port][/path][?query][#fragment]`), or
+/// `None` if `url` has no `scheme://`, an empty or malformed host, a non-numeric port,
+/// or a host that is neither an IP literal (`[...]` for IPv6) nor a DNS name.
+pub fn endpoint_host(url: &str) -> Option<EndpointHost> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let mut chars = scheme.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hostport)| hostport);
+    let port_ok = |port: &str| port.chars().all(|c| c.is_ascii_digit());
+    if let Some(bracketed) = hostport.strip_prefix('[') {
+        let (inner, after) = bracketed.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
+            return None;
+        }
+        // RFC 6874 zone identifier: `%25eth0` (or a bare `%eth0`).
+        let address = inner.split_once('%').map_or(inner, |(address, _)| address);
+        return Ipv6Addr::from_str(address)
+            .ok()
+            .map(|ip| EndpointHost::Ip(IpAddr::V6(ip)));
+    }
+    let host = match hostport.split_once(':') {
+        Some((host, port)) if port_ok(port) => host,
+        Some(_) => return None,
+        None => hostport,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if let Ok(ip) = Ipv4Addr::from_str(&host) {
+        return Some(EndpointHost::Ip(IpAddr::V4(ip)));
+    }
+    if dns_name_problem(&host, false).is_some() {
+        return None;
+    }
+    Some(EndpointHost::Dns(host))
+}
+
+/// The in-cluster Service a host names, as `(service, namespace)`: `svc` (in
+/// `namespace`), `svc.<namespace>` (only the McpServer's own namespace: `a.b` is
+/// otherwise an ordinary domain), or `svc.ns.svc[.<cluster domain>]`.
+fn cluster_service<'a>(host: &'a str, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        ["localhost"] => None,
+        [svc] => Some((svc, namespace)),
+        [svc, ns] if *ns == namespace => Some((svc, ns)),
+        [svc, ns, "svc", ..] => Some((svc, ns)),
+        _ => None,
+    }
+}
+
+/// The SANs of an McpServer's serving certificate, as `(dns_names, ip_addresses)`,
+/// deduplicated (case-insensitively) in a stable order:
+///
+/// 1. from `endpoint_url` (`spec.endpoint.url`), when given:
+///    - a cluster Service host (`svc`, `svc.<namespace>`, `svc.ns.svc`,
+///      `svc.ns.svc.<cluster domain>`) gives the four names Kubernetes DNS resolves:
+///      `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local` (a bare `svc` uses
+///      `namespace`; a custom cluster domain is kept verbatim as well);
+///    - an IP literal (`127.0.0.1`, `[::1]`) becomes an IP SAN: a client dialling an IP
+///      checks the IP SANs only, `CN=localhost` is not enough (seed 001);
+///    - `localhost` gives the DNS name `localhost` and the IPs `127.0.0.1` and `::1`;
+///    - any other DNS name (a remote server) is included verbatim;
+/// 2. then `spec.mtls.server.dnsNames` and `ipAddresses` (`spec`), lowercased.
+///
+/// `mcpserver_name` is not itself a SAN; it only names the McpServer. An unparsable
+/// URL adds nothing, and unparsable `ipAddresses` entries are skipped (the CRD's CEL
+/// `isIP` rule rejects them; [`server_request`] reports them as errors).
+pub fn server_sans(
+    mcpserver_name: &str,
+    namespace: &str,
+    endpoint_url: Option<&str>,
+    spec: Option<&ServerCertSpec>,
+) -> (Vec<String>, Vec<IpAddr>) {
+    let _ = mcpserver_name;
+    let mut dns: Vec<String> = Vec::new();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut push_dns = |name: String| {
+        if !dns.iter().any(|d| d.eq_ignore_ascii_case(&name)) {
+            dns.push(name);
+        }
+    };
+    let mut push_ip = |ip: IpAddr| {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    };
+    match endpoint_url.and_then(endpoint_host) {
+        Some(EndpointHost::Ip(ip)) => push_ip(ip),
+        Some(EndpointHost::Dns(host)) if host == "localhost" => {
+            push_dns(host);
+            push_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            push_ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        }
+        Some(EndpointHost::Dns(host)) => {
+            if let Some((svc, ns)) = cluster_service(&host, namespace) {
+                push_dns(svc.to_owned());
+                push_dns(format!("{svc}.{ns}"));
+                push_dns(format!("{svc}.{ns}.svc"));
+                push_dns(format!("{svc}.{ns}.svc.cluster.local"));
+            }
+            push_dns(host);
+        }
+        None => {}
+    }
+    if let Some(spec) = spec {
+        for name in &spec.dns_names {
+            push_dns(name.trim().to_ascii_lowercase());
+        }
+        for ip in &spec.ip_addresses {
+            if let Ok(ip) = IpAddr::from_str(ip.trim()) {
+                push_ip(ip);
+            }
+        }
+    }
+    (dns, ips)
+}
+
+/// The [`LeafRequest`] for an McpServer's serving certificate: SANs from
+/// [`server_sans`], lifetime from [`durations`], [`Usage::Server`], and as CN the
+/// endpoint URL's host if it fits in 64 characters, else the first DNS SAN that does,
+/// else the McpServer's name (cut to 64 characters).
+///
+/// # Errors
+/// [`IssueError::InvalidIpAddress`] for an unparsable `spec.mtls.server.ipAddresses`
+/// entry, [`IssueError::NoSubjectAltNames`] when there is neither an endpoint URL nor a
+/// configured SAN, and the errors of [`durations`].
+pub fn server_request(
+    mcpserver_name: &str,
+    namespace: &str,
+    endpoint_url: Option<&str>,
+    mtls: Option<&MtlsSpec>,
+) -> Result<LeafRequest, IssueError> {
+    let spec = mtls.and_then(|m| m.server.as_ref());
+    if let Some(bad) = spec
+        .into_iter()
+        .flat_map(|s| &s.ip_addresses)
+        .find(|ip| IpAddr::from_str(ip.trim()).is_err())
+    {
+        return Err(IssueError::InvalidIpAddress { value: bad.clone() });
+    }
+    let (duration_secs, _) = durations(mtls)?;
+    let (dns_names, ip_addresses) = server_sans(mcpserver_name, namespace, endpoint_url, spec);
+    if dns_names.is_empty() && ip_addresses.is_empty() {
+        return Err(IssueError::NoSubjectAltNames);
+    }
+    let fits = |s: &str| s.chars().count() <= MAX_COMMON_NAME_CHARS;
+    let common_name = endpoint_url
+        .and_then(endpoint_host)
+        .map(|host| match host {
+            EndpointHost::Ip(ip) => ip.to_string(),
+            EndpointHost::Dns(name) => name,
+        })
+        .filter(|h| fits(h))
+        .or_else(|| dns_names.iter().find(|d| fits(d)).cloned())
+        .unwrap_or_else(|| mcpserver_name.chars().take(MAX_COMMON_NAME_CHARS).collect());
+    Ok(LeafRequest {
+        common_name,
+        dns_names,
+        ip_addresses,
+        usage: Usage::Server,
+        duration_secs,
+    })
+}
+
+/// The [`LeafRequest`] for a client identity (`spec.mtls.clients[].name`): `CN=<name>`,
+/// no SANs, [`Usage::Client`], lifetime from [`durations`].
+///
+/// # Errors
+/// The errors of [`durations`].
+pub fn client_request(
+    client_name: &str,
+    mtls: Option<&MtlsSpec>,
+) -> Result<LeafRequest, IssueError> {
+    let (duration_secs, _) = durations(mtls)?;
+    Ok(LeafRequest {
+        common_name: client_name.to_owned(),
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        usage: Usage::Client,
+        duration_secs,
+    })
+}
+
+fn parse_duration_field(field: &str, s: &str) -> Result<i64, IssueError> {
+    let invalid = |detail: String| IssueError::InvalidDuration {
+        field: field.to_owned(),
+        value: s.to_owned(),
+        detail,
+    };
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty; use e.g. 2160h".to_owned()));
+    }
+    let parsed = kube::core::Duration::from_str(trimmed)
+        .map_err(|e| invalid(format!("{e} (Go duration syntax, e.g. 2160h or 1h30m)")))?;
+    if parsed.is_negative() {
+        return Err(invalid("it is negative".to_owned()));
+    }
+    let secs = std::time::Duration::from(parsed).as_secs();
+    let secs = i64::try_from(secs).map_err(|_| invalid("it is too large".to_owned()))?;
+    if secs < 1 {
+        return Err(invalid("it must be at least 1s".to_owned()));
+    }
+    Ok(secs)
+}
+
+/// Parse a Go duration (`2160h`, `90m`, `1h30m`, `1.5h`; units `ns`, `us`, `ms`, `s`,
+/// `m`, `h`) with [`kube::core::Duration`], into whole seconds (fractions truncated).
+///
+/// # Errors
+/// [`IssueError::InvalidDuration`] when the syntax is wrong, or the value is empty,
+/// negative, shorter than one second or beyond `i64` seconds.
+pub fn parse_duration(s: &str) -> Result<i64, IssueError> {
+    parse_duration_field("duration", s)
+}
+
+/// `(duration, renewBefore)` in seconds for `spec.mtls`, with cert-manager's defaults:
+/// `duration` 2160h (90 days, [`DEFAULT_DURATION_SECS`]) and `renewBefore` a third of
+/// the duration (so 720h by default).
+///
+/// # Errors
+/// [`IssueError::InvalidDuration`] when a field does not parse ([`parse_duration`]) or
+/// `duration` is under 1h ([`MIN_DURATION_SECS`]); [`IssueError::RenewBeforeTooLong`]
+/// when `renewBefore >= duration`.
+pub fn durations(spec: Option<&MtlsSpec>) -> Result<(i64, i64), IssueError> {
+    let duration = match spec.and_then(|s| s.duration.as_deref()) {
+        Some(s) => {
+            let secs = parse_duration_field("spec.mtls.duration", s)?;
+            if secs < MIN_DURATION_SECS {
+                return Err(IssueError::InvalidDuration {
+                    field: "spec.mtls.duration".to_owned(),
+                    value: s.to_owned(),
+                    detail: "it must be at least 1h".to_owned(),
+                });
+            }
+            secs
+        }
+        None => DEFAULT_DURATION_SECS,
+    };
+    let renew_before = match spec.and_then(|s| s.renew_before.as_deref()) {
+        Some(s) => parse_duration_field("spec.mtls.renewBefore", s)?,
+        None => duration / 3,
+    };
+    if renew_before >= duration {
+        return Err(IssueError::RenewBeforeTooLong {
+            renew_before_secs: renew_before,
+            duration_secs: duration,
+        });
+    }
+    Ok((duration, renew_before))
+}
+
+/// When to renew a certificate valid `not_before..not_after` (Unix seconds):
+/// `not_after - renew_before_secs`. As in cert-manager, a `renew_before_secs` that is not
+/// shorter than the certificate's actual lifetime (or is not positive) is replaced by a
+/// third of that lifetime, so a certificate is never "due" the moment it is issued.
+pub fn renewal_time(not_before: i64, not_after: i64, renew_before_secs: i64) -> i64 {
+    let lifetime = not_after.saturating_sub(not_before);
+    let renew_before = if renew_before_secs <= 0 || renew_before_secs >= lifetime {
+        lifetime / 3
+    } else {
+        renew_before_secs
+    };
+    not_after.saturating_sub(renew_before)
+}
+
+/// Why a certificate must be (re)issued: cert-manager's reasons on the Certificate's
+/// `Issuing` condition, checked in this order by [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IssueReason {
+    /// The Secret does not exist.
+    DoesNotExist,
+    /// The Secret lacks `tls.crt`, `tls.key` or `ca.crt` (or one is empty).
+    MissingData,
+    /// `tls.crt` or `tls.key` does not parse, or the key is not the certificate's.
+    InvalidKeyPair,
+    /// `tls.crt` was not signed by the current CA, or `ca.crt` does not hold it.
+    IncorrectIssuer,
+    /// The certificate's SANs, CN, extendedKeyUsage or lifetime differ from the request.
+    RequestChanged,
+    /// The renewal time (`notAfter - renewBefore`) has passed.
+    Renewing,
+    /// `notAfter` has passed.
+    Expired,
+}
+
+impl IssueReason {
+    /// The CamelCase reason, e.g. `DoesNotExist`, `RequestChanged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DoesNotExist => "DoesNotExist",
+            Self::MissingData => "MissingData",
+            Self::InvalidKeyPair => "InvalidKeyPair",
+            Self::IncorrectIssuer => "IncorrectIssuer",
+            Self::RequestChanged => "RequestChanged",
+            Self::Renewing => "Renewing",
+            Self::Expired => "Expired",
+        }
+    }
+}
+
+impl fmt::Display for IssueReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The Secret's certificate is good: keep it, and come back at `renewal_time`.
+    Keep {
+        /// The certificate's `notAfter`, Unix seconds.
+        not_after: i64,
+        /// When it becomes due ([`renewal_time`]), Unix seconds.
+        renewal_time: i64,
+        /// Lowercase hex SHA-256 of the certificate's DER.
+        sha256: String,
+    },
+    /// Issue a new certificate (with [`issue`]) and write it (with [`secret_data`]).
+    Issue {
+        /// Why.
+        reason: IssueReason,
+        /// A sentence for the condition message / event; never holds key material.
+        message: String,
+    },
+}
+
+impl Decision {
+    /// The reason to issue, or `None` for [`Decision::Keep`].
+    pub fn reason(&self) -> Option<IssueReason> {
+        match self {
+            Self::Keep { .. } => None,
+            Self::Issue { reason, .. } => Some(*reason),
+        }
+    }
+}
+
+fn issue_because(reason: IssueReason, message: impl Into<String>) -> Decision {
+    Decision::Issue {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// A duration in seconds as a short Go-style string (`2160h`, `90m`, `45s`, `1h30m`).
+fn go_duration(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h != 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m != 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s != 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+fn join_or_none<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Describe a set difference as `added: a, b; removed: c`.
+fn set_change<T: Ord + fmt::Display>(want: &BTreeSet<T>, have: &BTreeSet<T>) -> String {
+    let added: Vec<&T> = want.difference(have).collect();
+    let removed: Vec<&T> = have.difference(want).collect();
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("added {}", join_or_none(added)));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("removed {}", join_or_none(removed)));
+    }
+    parts.join(", ")
+}
+
+/// Decide whether the certificate in a `kubernetes.io/tls` Secret can be kept, following
+/// cert-manager's Certificate renewal reasons, checked in this order:
+///
+/// 1. `secret_data` is `None` (no Secret) → [`IssueReason::DoesNotExist`];
+/// 2. `tls.crt`, `tls.key` or `ca.crt` missing or empty → [`IssueReason::MissingData`]
+///    (the message names the keys);
+/// 3. `tls.crt` or `tls.key` unparsable, or the key is not the certificate's →
+///    [`IssueReason::InvalidKeyPair`];
+/// 4. `tls.crt`'s issuer is not the CA's subject, its signature does not verify with the
+///    CA's public key, or `ca.crt` does not contain the CA certificate →
+///    [`IssueReason::IncorrectIssuer`] (so rotating the CA reissues every leaf);
+/// 5. DNS SANs or IP SANs (as case-insensitive sets), CN, extendedKeyUsage or lifetime
+///    (`notAfter - notBefore` vs `duration_secs` + the 5 min backdating) differ from `req`
+///    → [`IssueReason::RequestChanged`], the message listing each change;
+/// 6. `now_unix >= notAfter` → [`IssueReason::Expired`];
+/// 7. `now_unix >= notAfter - renewBefore` ([`renewal_time`]) → [`IssueReason::Renewing`];
+/// 8. otherwise [`Decision::Keep`] with `renewal_time`.
+///
+/// `secret_data` is `Secret.data` as bytes ([`decoded_secret_data`]); times are Unix
+/// seconds. Messages never contain key material.
+pub fn decide(
+    secret_data: Option<&BTreeMap<String, Vec<u8>>>,
+    ca: &CertificateAuthority,
+    req: &LeafRequest,
+    renew_before_secs: i64,
+    now_unix: i64,
+) -> Decision {
+    let Some(data) = secret_data else {
+        return issue_because(IssueReason::DoesNotExist, "the Secret does not exist");
+    };
+
+    let mut missing = Vec::new();
+    for key in [TLS_CRT, TLS_KEY, CA_CRT] {
+        match data.get(key) {
+            None => missing.push(key.to_owned()),
+            Some(v) if v.trim_ascii().is_empty() => missing.push(format!("{key} (empty)")),
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        return issue_because(
+            IssueReason::MissingData,
+            format!("the Secret is missing {}", missing.join(", ")),
+        );
+    }
+    let (crt, key, ca_crt) = (&data[TLS_CRT], &data[TLS_KEY], &data[CA_CRT]);
+
+    // 3. The key pair.
+    let leaf_der = match parse_pem_certificates(TLS_CRT, crt) {
+        Ok(certs) => match certs.into_iter().next() {
+            Some(der) => der,
+            None => {
+                return issue_because(IssueReason::InvalidKeyPair, "tls.crt holds no certificate");
+            }
+        },
+        Err(e) => {
+            return issue_because(
+                IssueReason::InvalidKeyPair,
+                format!("tls.crt is not a PEM certificate: {e}"),
+            );
+        }
+    };
+    let leaf = match parse_x509(&leaf_der) {
+        Ok(leaf) => leaf,
+        Err(e) => {
+            return issue_because(
+                IssueReason::InvalidKeyPair,
+                format!("tls.crt is not a valid certificate: {e}"),
+            );
+        }
+    };
+    let leaf_key = match std::str::from_utf8(key)
+        .ok()
+        .and_then(|pem| KeyPair::from_pem(pem).ok())
+    {
+        Some(k) => k,
+        None => {
+            return issue_because(
+                IssueReason::InvalidKeyPair,
+                "tls.key is not a PKCS#8 PEM private key",
+            );
+        }
+    };
+    if leaf.public_key().subject_public_key.data.as_ref() != leaf_key.public_key_raw() {
+        return issue_because(
+            IssueReason::InvalidKeyPair,
+            "tls.key does not match the public key of tls.crt",
+        );
+    }
+
+    // 4. The issuer.
+    let leaf_issuer = super::pem::rfc4514(leaf.issuer());
+    let ca_cert = match parse_x509(&ca.der) {
+        Ok(c) => c,
+        // Unreachable: the CA parsed at construction.
+        Err(e) => return issue_because(IssueReason::IncorrectIssuer, e),
+    };
+    if leaf.issuer().as_raw() != ca_cert.subject().as_raw() {
+        return issue_because(
+            IssueReason::IncorrectIssuer,
+            format!(
+                "tls.crt was issued by \"{leaf_issuer}\", not by the current CA \"{}\"",
+                ca.subject()
+            ),
+        );
+    }
+    if leaf.verify_signature(Some(ca_cert.public_key())).is_err() {
+        return issue_because(
+            IssueReason::IncorrectIssuer,
+            format!(
+                "tls.crt names \"{leaf_issuer}\" as issuer but its signature does not verify \
+                 with the current CA's key (the CA was rotated)"
+            ),
+        );
+    }
+    let ca_listed = parse_pem_certificates(CA_CRT, ca_crt)
+        .is_ok_and(|certs| certs.iter().any(|c| c.as_ref() == ca.der.as_ref()));
+    if !ca_listed {
+        return issue_because(
+            IssueReason::IncorrectIssuer,
+            format!(
+                "ca.crt does not contain the current CA certificate \"{}\" (sha256 {})",
+                ca.subject(),
+                ca.info.sha256
+            ),
+        );
+    }
+
+    // 5. The request.
+    let mut changes = Vec::new();
+    let mut have_dns = BTreeSet::new();
+    let mut have_ips = BTreeSet::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => {
+                    have_dns.insert(d.to_ascii_lowercase());
+                }
+                GeneralName::IPAddress(bytes) => {
+                    if let Ok(b) = <[u8; 4]>::try_from(*bytes) {
+                        have_ips.insert(IpAddr::from(b));
+                    } else if let Ok(b) = <[u8; 16]>::try_from(*bytes) {
+                        have_ips.insert(IpAddr::from(b));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let want_dns: BTreeSet<String> = req
+        .dns_names
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    let want_ips: BTreeSet<IpAddr> = req.ip_addresses.iter().copied().collect();
+    if want_dns != have_dns {
+        changes.push(format!(
+            "DNS names changed ({})",
+            set_change(&want_dns, &have_dns)
+        ));
+    }
+    if want_ips != have_ips {
+        changes.push(format!(
+            "IP addresses changed ({})",
+            set_change(&want_ips, &have_ips)
+        ));
+    }
+    let have_cn = leaf
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default();
+    if have_cn != req.common_name {
+        changes.push(format!(
+            "common name changed from \"{have_cn}\" to \"{}\"",
+            req.common_name
+        ));
+    }
+    let (server_auth, client_auth) = match leaf.extended_key_usage() {
+        Ok(Some(eku)) => (eku.value.server_auth, eku.value.client_auth),
+        _ => (false, false),
+    };
+    let eku_ok = match req.usage {
+        Usage::Server => server_auth && !client_auth,
+        Usage::Client => client_auth && !server_auth,
+    };
+    if !eku_ok {
+        let have: Vec<&str> = [(server_auth, "serverAuth"), (client_auth, "clientAuth")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        changes.push(format!(
+            "extended key usage changed from {} to {}",
+            join_or_none(have),
+            req.usage.as_str()
+        ));
+    }
+    let not_before = leaf.validity().not_before.timestamp();
+    let not_after = leaf.validity().not_after.timestamp();
+    let lifetime = not_after - not_before;
+    let want_lifetime = req.duration_secs.saturating_add(LEAF_BACKDATE_SECS);
+    if lifetime != want_lifetime {
+        changes.push(format!(
+            "duration changed from {} to {}",
+            go_duration(lifetime - LEAF_BACKDATE_SECS),
+            go_duration(req.duration_secs)
+        ));
+    }
+    if !changes.is_empty() {
+        return issue_because(IssueReason::RequestChanged, changes.join("; "));
+    }
+
+    // 6, 7. Time.
+    if now_unix >= not_after {
+        return issue_because(
+            IssueReason::Expired,
+            format!("the certificate expired at {}", rfc3339(not_after)),
+        );
+    }
+    let renew_at = renewal_time(not_before, not_after, renew_before_secs);
+    if now_unix >= renew_at {
+        return issue_because(
+            IssueReason::Renewing,
+            format!(
+                "renewing the certificate: its renewal time {} has passed (it expires at {})",
+                rfc3339(renew_at),
+                rfc3339(not_after)
+            ),
+        );
+    }
+    Decision::Keep {
+        not_after,
+        renewal_time: renew_at,
+        sha256: sha256_hex(&leaf_der),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_host_parses_the_usual_shapes() {
+        let dns = |s: &str| Some(EndpointHost::Dns(s.to_owned()));
+        let ip = |s: &str| Some(EndpointHost::Ip(IpAddr::from_str(s).expect("ip")));
+        assert_eq!(
+            endpoint_host("https://github-mcp.agents.svc:8443/mcp/"),
+            dns("github-mcp.agents.svc")
+        );
+        assert_eq!(endpoint_host("https://127.0.0.1:8443/"), ip("127.0.0.1"));
+        assert_eq!(endpoint_host("https://[::1]:8443/"), ip("::1"));
+        assert_eq!(endpoint_host("https://[fe80::1%25eth0]/"), ip("fe80::1"));
+        assert_eq!(
+            endpoint_host("https://MCP.Example.COM."),
+            dns("mcp.example.com")
+        );
+        assert_eq!(
+            endpoint_host("https://user:p@ss@host.example:1/x?y#z"),
+            dns("host.example")
+        );
+        assert_eq!(endpoint_host("http://github-mcp:8080"), dns("github-mcp"));
+        assert_eq!(endpoint_host("https://h?q=a/b"), dns("h"));
+        for bad in [
+            "github-mcp:8080",
+            "https://",
+            "https://:8443/",
+            "https://[::1/",
+            "https://[::1]x/",
+            "https://h:port/",
+            "https://::1:8443/",
+            "https://bad_host!/",
+            "1http://h/",
+        ] {
+            assert_eq!(endpoint_host(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_name_rules() {
+        for ok in ["a", "github-mcp.agents.svc", "*.example.com", "x_y.example"] {
+            assert_eq!(dns_name_problem(ok, true), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "a b",
+            "example.com.",
+            "10.0.0.1",
+            "a.*.b",
+            "é.example",
+        ] {
+            assert!(dns_name_problem(bad, true).is_some(), "{bad}");
+        }
+        assert!(dns_name_problem("*.example.com", false).is_some());
+        assert!(dns_name_problem(&"a".repeat(64), true).is_some());
+    }
+
+    #[test]
+    fn cluster_service_recognises_service_names_only() {
+        assert_eq!(cluster_service("gh", "agents"), Some(("gh", "agents")));
+        assert_eq!(
+            cluster_service("gh.agents", "agents"),
+            Some(("gh", "agents"))
+        );
+        assert_eq!(cluster_service("example.com", "agents"), None);
+        assert_eq!(
+            cluster_service("gh.other.svc", "agents"),
+            Some(("gh", "other"))
+        );
+        assert_eq!(
+            cluster_service("gh.other.svc.cluster.local", "agents"),
+            Some(("gh", "other"))
+        );
+        assert_eq!(cluster_service("localhost", "agents"), None);
+        assert_eq!(cluster_service("mcp.example.com", "agents"), None);
+    }
+
+    #[test]
+    fn go_durations_format() {
+        assert_eq!(go_duration(2160 * 3600), "2160h");
+        assert_eq!(go_duration(5400), "1h30m");
+        assert_eq!(go_duration(45), "45s");
+        assert_eq!(go_duration(0), "0s");
+    }
+
+    #[test]
+    fn parse_duration_accepts_go_syntax() {
+        assert_eq!(parse_duration("2160h"), Ok(7_776_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("1.5h"), Ok(5400));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("1500ms"), Ok(1));
+        for bad in ["", "  ", "0", "0s", "500ms", "-1h", "10", "1d", "h", "abc"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert_eq!(err.reason(), "InvalidDuration", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn renewal_time_clamps_like_cert_manager() {
+        assert_eq!(renewal_time(0, 900, 300), 600);
+        assert_eq!(renewal_time(0, 900, 900), 600);
+        assert_eq!(renewal_time(0, 900, 5000), 600);
+        assert_eq!(renewal_time(0, 900, 0), 600);
+        assert_eq!(renewal_time(0, 900, 1), 899);
+    }
+
+    #[test]
+    fn random_serials_are_positive_16_bytes_and_differ() {
+        let a = random_serial().expect("serial").to_bytes();
+        let b = random_serial().expect("serial").to_bytes();
+        assert_eq!(a.len(), 16);
+        assert!(a[0] & 0x80 == 0 && a[0] & 0x40 != 0);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn error_reasons_are_camel_case_and_messages_are_sentences() {
+        let e = IssueError::RenewBeforeTooLong {
+            renew_before_secs: 10,
+            duration_secs: 5,
+        };
+        assert_eq!(e.reason(), "InvalidRenewBefore");
+        assert!(e.to_string().contains("renewBefore"), "{e}");
+        assert_eq!(IssueError::NoSubjectAltNames.reason(), "NoSubjectAltNames");
+    }
+}

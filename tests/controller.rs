@@ -1,0 +1,980 @@
+//! Controller scenarios against kube's mock API service (tower-test), in the
+//! `ApiServerVerifier` style of kube-rs controller-rs: every request the reconciler makes is
+//! asserted in order (method, path with field manager, body), and answered as the API
+//! server would. Issued certificates are then used for a real rustls mTLS handshake.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::client::Body;
+use mcptrust::api::McpServer;
+use mcptrust::controller::{Context, ControllerConfig, ControllerMetrics, reconcile::reconcile};
+use mcptrust::pki::issue::{CertificateAuthority, LeafRequest, Usage};
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, SendResponse};
+
+/// 2026-11-21T00:00:00Z.
+const NOW: i64 = 1_795_219_200;
+const DAY: i64 = 86_400;
+
+type Mock = Handle<Request<Body>, Response<Body>>;
+
+struct Verifier {
+    handle: Mock,
+}
+
+struct Call {
+    method: Method,
+    uri: String,
+    body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Call {
+    fn reply(self, status: StatusCode, body: &Value) {
+        self.send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(body).expect("json")))
+                .expect("response"),
+        );
+    }
+    fn ok(self, body: &Value) {
+        self.reply(StatusCode::OK, body)
+    }
+    /// Answers with the request body (as an apply or create would).
+    fn echo(self) {
+        let body = self.body.clone();
+        self.ok(&body)
+    }
+    /// Answers a status apply with the whole McpServer.
+    fn status_ok(self) {
+        let body = json!({"apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+            "metadata": {"name": "github", "namespace": "agents"}, "spec": {}, "status": self.body["status"]});
+        self.ok(&body)
+    }
+    fn not_found(self) {
+        self.reply(
+            StatusCode::NOT_FOUND,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        )
+    }
+}
+
+impl Verifier {
+    async fn next(&mut self) -> Call {
+        let (req, send) = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.handle.next_request(),
+        )
+        .await
+        .expect("the reconciler stopped calling the API")
+        .expect("service not called");
+        let method = req.method().clone();
+        let uri = req.uri().to_string();
+        let bytes = req.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        Call {
+            method,
+            uri,
+            body,
+            send,
+        }
+    }
+
+    /// Next call; asserts its method and that its URI starts with `path` and contains each of
+    /// `query` (e.g. `fieldManager=mcptrust-trust`).
+    async fn expect(&mut self, method: Method, path: &str, query: &[&str]) -> Call {
+        let call = self.next().await;
+        assert_eq!(call.method, method, "method of {}", call.uri);
+        let (p, q) = call.uri.split_once('?').unwrap_or((call.uri.as_str(), ""));
+        assert_eq!(p, path, "path");
+        for want in query {
+            assert!(q.contains(want), "{} lacks {want}", call.uri);
+        }
+        call
+    }
+
+    /// An event on the McpServer; returns its reason and note.
+    async fn expect_event(&mut self, ns: &str) -> (String, String) {
+        let call = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+                &[],
+            )
+            .await;
+        let reason = call.body["reason"].as_str().unwrap_or_default().to_string();
+        let note = call.body["note"].as_str().unwrap_or_default().to_string();
+        assert_eq!(call.body["regarding"]["kind"], "McpServer");
+        let mut body = call.body.clone();
+        body["metadata"]["name"] = json!("ev");
+        call.reply(StatusCode::CREATED, &body);
+        (reason, note)
+    }
+}
+
+fn context(clock: i64) -> (Arc<Context>, Verifier) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let config = ControllerConfig {
+        operator_namespace: "mcptrust".into(),
+        ca_secret_name: "mcptrust-federation-ca".into(),
+        ca_user_supplied: false,
+        ca_validity_secs: 3650 * DAY,
+        default_cas_pem: String::new(),
+        default_include_system_roots: false,
+        default_config_map: "mcptrust-trust".into(),
+    };
+    let ctx = Context::new(
+        client,
+        config,
+        ControllerMetrics::default(),
+        Arc::new(move || clock),
+        "test",
+    );
+    (Arc::new(ctx), Verifier { handle })
+}
+
+fn private_ca(cn: &str) -> CertificateAuthority {
+    CertificateAuthority::generate(cn, NOW - 365 * DAY, 3650 * DAY).expect("ca")
+}
+
+fn server(spec: Value, status: Option<Value>) -> McpServer {
+    let mut v = json!({
+        "apiVersion": "mcptrust.io/v1alpha1",
+        "kind": "McpServer",
+        "metadata": {"name": "github", "namespace": "agents", "uid": "7c1e6c2e-0000-4000-8000-000000000001", "generation": 3},
+        "spec": spec,
+    });
+    if let Some(s) = status {
+        v["status"] = s;
+    }
+    serde_json::from_value(v).expect("McpServer")
+}
+
+fn source_cm(pem: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "corp-proxy-ca", "namespace": "agents"},
+           "data": {"ca.crt": pem}})
+}
+
+fn secret_json(s: &Secret) -> Value {
+    serde_json::to_value(s).expect("secret")
+}
+
+fn ca_secret(ca: &CertificateAuthority) -> Value {
+    let s = mcptrust::controller::build_ca_secret(
+        &ControllerConfig {
+            operator_namespace: "mcptrust".into(),
+            ca_secret_name: "mcptrust-federation-ca".into(),
+            ca_user_supplied: false,
+            ca_validity_secs: 0,
+            default_cas_pem: String::new(),
+            default_include_system_roots: false,
+            default_config_map: String::new(),
+        },
+        ca,
+    );
+    secret_json(&s)
+}
+
+fn decode(secret_body: &Value, key: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = secret_body["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing"));
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64")
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn leaf_info(pem: &[u8]) -> (Vec<String>, Vec<String>, String) {
+    let der = mcptrust::pki::parse_pem_certificates("test", pem).expect("pem");
+    let (_, cert) = x509_parser::parse_x509_certificate(&der[0]).expect("x509");
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => dns.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) if b.len() == 4 => {
+                    ips.push(format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]))
+                }
+                _ => {}
+            }
+        }
+    }
+    let eku = cert
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .map(|e| {
+            if e.value.server_auth {
+                "serverAuth"
+            } else if e.value.client_auth {
+                "clientAuth"
+            } else {
+                ""
+            }
+        })
+        .unwrap_or("")
+        .to_string();
+    (dns, ips, eku)
+}
+
+fn mtls_spec() -> Value {
+    json!({
+        "transport": "streamable-http",
+        "endpoint": {"url": "https://github-mcp.agents.svc:8443/mcp/"},
+        "podSelector": {"matchLabels": {"app": "github-mcp"}},
+        "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca", "key": "ca.crt"}}]},
+        "mtls": {"server": {"ipAddresses": ["127.0.0.1"]}, "clients": [{"name": "mcpgateway", "namespace": "gateway"}],
+                 "duration": "2160h", "renewBefore": "720h"}
+    })
+}
+
+#[tokio::test]
+async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
+    let (ctx, mut api) = context(NOW);
+    let corp = private_ca("Corp Proxy CA");
+    let obj = Arc::new(server(mtls_spec(), None));
+    let task = tokio::spawn(reconcile(obj, ctx));
+
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/agents/configmaps/corp-proxy-ca",
+        &[],
+    )
+    .await
+    .ok(&source_cm(&corp.cert_pem));
+
+    let cm = api
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/agents/configmaps/mcptrust-github-trust",
+            &["fieldManager=mcptrust-trust", "force=true"],
+        )
+        .await;
+    assert_eq!(cm.body["kind"], "ConfigMap");
+    assert_eq!(
+        cm.body["metadata"]["ownerReferences"][0]["kind"],
+        "McpServer"
+    );
+    assert_eq!(
+        cm.body["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    assert_eq!(
+        cm.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "mcptrust"
+    );
+    let ca_pem = cm.body["data"]["ca.pem"]
+        .as_str()
+        .expect("ca.pem")
+        .to_string();
+    assert_eq!(ca_pem.trim(), corp.cert_pem.trim());
+    assert_eq!(
+        cm.body["data"]["ca-bundle.pem"], cm.body["data"]["ca.pem"],
+        "no system roots requested"
+    );
+    let bundle_sha = cm.body["metadata"]["annotations"]["mcptrust.io/trust-bundle-sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    assert_eq!(bundle_sha, mcptrust::pki::sha256_hex(ca_pem.as_bytes()));
+    cm.echo();
+
+    // The federation CA: absent, so created once.
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
+        &[],
+    )
+    .await
+    .not_found();
+    let created = api
+        .expect(Method::POST, "/api/v1/namespaces/mcptrust/secrets", &[])
+        .await;
+    assert_eq!(created.body["type"], "kubernetes.io/tls");
+    let fed_ca_pem = String::from_utf8(decode(&created.body, "tls.crt")).expect("utf8");
+    assert!(!decode(&created.body, "tls.key").is_empty());
+    let body = created.body.clone();
+    created.reply(StatusCode::CREATED, &body);
+
+    // Server certificate.
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/agents/secrets/github-server-tls",
+        &[],
+    )
+    .await
+    .not_found();
+    let srv = api
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/agents/secrets/github-server-tls",
+            &["fieldManager=mcptrust-certificates", "force=true"],
+        )
+        .await;
+    assert_eq!(srv.body["type"], "kubernetes.io/tls");
+    assert_eq!(srv.body["metadata"]["ownerReferences"][0]["name"], "github");
+    let (dns, ips, eku) = leaf_info(&decode(&srv.body, "tls.crt"));
+    for want in [
+        "github-mcp",
+        "github-mcp.agents",
+        "github-mcp.agents.svc",
+        "github-mcp.agents.svc.cluster.local",
+    ] {
+        assert!(dns.contains(&want.to_string()), "{want} not in {dns:?}");
+    }
+    assert_eq!(ips, vec!["127.0.0.1".to_string()]);
+    assert_eq!(eku, "serverAuth");
+    assert_eq!(
+        String::from_utf8(decode(&srv.body, "ca.crt")).expect("utf8"),
+        fed_ca_pem
+    );
+    let server_secret = srv.body.clone();
+    srv.echo();
+    let (reason, note) = api.expect_event("agents").await;
+    assert_eq!(reason, "Issued");
+    assert!(
+        note.contains("DoesNotExist") && note.contains("agents/github-server-tls"),
+        "{note}"
+    );
+    assert!(!note.contains("PRIVATE KEY"));
+
+    // Client certificate in the gateway's namespace: no owner reference (cross-namespace).
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/gateway/secrets/github-agents-mcpgateway-client-tls",
+        &[],
+    )
+    .await
+    .not_found();
+    let cli = api
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/gateway/secrets/github-agents-mcpgateway-client-tls",
+            &["fieldManager=mcptrust-certificates"],
+        )
+        .await;
+    assert!(cli.body["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        cli.body["metadata"]["labels"]["mcptrust.io/mcpserver-namespace"],
+        "agents"
+    );
+    let (_, _, eku) = leaf_info(&decode(&cli.body, "tls.crt"));
+    assert_eq!(eku, "clientAuth");
+    let client_secret = cli.body.clone();
+    cli.echo();
+    assert_eq!(api.expect_event("agents").await.0, "Issued");
+
+    // One status apply.
+    let st = api
+        .expect(
+            Method::PATCH,
+            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
+            &["fieldManager=mcptrust-status", "force=true"],
+        )
+        .await;
+    let status = &st.body["status"];
+    assert_eq!(st.body["kind"], "McpServer");
+    assert_eq!(status["observedGeneration"], 3);
+    for t in ["TrustBundleReady", "CertificatesReady", "Ready"] {
+        let c = condition(status, t);
+        assert_eq!(c["status"], "True", "{t}: {c}");
+        assert_eq!(c["observedGeneration"], 3);
+        assert!(c["lastTransitionTime"].is_string());
+    }
+    assert!(
+        condition(status, "TrustBundleReady")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mcptrust-github-trust")
+    );
+    assert_eq!(status["trustBundle"]["sha256"], bundle_sha.as_str());
+    assert_eq!(status["trustBundle"]["certificates"], 1);
+    assert_eq!(
+        status["serverCertificate"]["secretName"],
+        "github-server-tls"
+    );
+    assert_eq!(
+        status["serverCertificate"]["renewalTime"], "2027-01-20T00:00:00Z",
+        "notAfter - 720h"
+    );
+    assert_eq!(status["clientCertificates"][0]["namespace"], "gateway");
+    st.status_ok();
+
+    let action = task.await.expect("join").expect("reconcile");
+    assert!(
+        format!("{action:?}").contains("requeue_after"),
+        "{action:?}"
+    );
+
+    mtls_handshake(&server_secret, &client_secret).await;
+}
+
+/// A real rustls mTLS handshake on 127.0.0.1 between the server Secret and the client
+/// Secret the controller wrote, dialled by name and by IP.
+async fn mtls_handshake(server_secret: &Value, client_secret: &Value) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = |pem: &[u8]| -> Vec<CertificateDer<'static>> {
+        mcptrust::pki::parse_pem_certificates("t", pem).expect("certs")
+    };
+    let key = |pem: &[u8]| -> PrivateKeyDer<'static> {
+        rustls_pemfile::private_key(&mut &pem[..])
+            .expect("read")
+            .expect("key")
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&decode(server_secret, "ca.crt")) {
+        roots.add(c).expect("root");
+    }
+    let roots = Arc::new(roots);
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(
+            certs(&decode(server_secret, "tls.crt")),
+            key(&decode(server_secret, "tls.key")),
+        )
+        .expect("server config");
+    let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certs(&decode(client_secret, "tls.crt")),
+            key(&decode(client_secret, "tls.key")),
+        )
+        .expect("client config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+    for name in ["github-mcp.agents.svc", "127.0.0.1"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = acceptor.clone();
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = acceptor.accept(tcp).await.expect("server handshake");
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.len())
+                .unwrap_or(0);
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.expect("read");
+            tls.write_all(b"pong").await.expect("write");
+            tls.shutdown().await.ok();
+            (peer, buf)
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let sn = ServerName::try_from(name.to_string()).expect("name");
+        let mut tls = connector.connect(sn, tcp).await.expect("client handshake");
+        tls.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"pong");
+        let (peer, got) = srv.await.expect("server");
+        assert_eq!(peer, 1, "the server saw the client certificate");
+        assert_eq!(&got, b"ping");
+    }
+}
+
+#[tokio::test]
+async fn missing_source_is_a_condition_not_an_error() {
+    let (ctx, mut api) = context(NOW);
+    let spec = json!({"transport": "stdio", "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]}});
+    let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/agents/configmaps/corp-proxy-ca",
+        &[],
+    )
+    .await
+    .not_found();
+    let (reason, note) = api.expect_event("agents").await;
+    assert_eq!(reason, "SourceNotFound");
+    assert!(note.contains("ConfigMap agents/corp-proxy-ca"), "{note}");
+    let st = api
+        .expect(
+            Method::PATCH,
+            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
+            &["fieldManager=mcptrust-status"],
+        )
+        .await;
+    let c = condition(&st.body["status"], "TrustBundleReady");
+    assert_eq!(c["status"], "False");
+    assert_eq!(c["reason"], "SourceNotFound");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.trust.sources[0]"),
+        "{c}"
+    );
+    let ready = condition(&st.body["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "SourceNotFound");
+    assert!(st.body["status"].get("trustBundle").is_none());
+    st.status_ok();
+    let action = task.await.expect("join").expect("reconcile");
+    assert!(
+        format!("{action:?}").contains("60s"),
+        "retry soon: {action:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_key_names_the_keys_present() {
+    let (ctx, mut api) = context(NOW);
+    let spec = json!({"transport": "stdio", "trust": {"includeSystemRoots": false, "sources": [{"secret": {"name": "proxy-ca", "key": "ca.pem"}}]}});
+    let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
+    api.expect(Method::GET, "/api/v1/namespaces/agents/secrets/proxy-ca", &[])
+        .await
+        .ok(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-ca", "namespace": "agents"}, "data": {"ca.crt": "Zm9v"}}));
+    let (_, note) = api.expect_event("agents").await;
+    assert!(
+        note.contains("has no key \"ca.pem\"") && note.contains("ca.crt"),
+        "{note}"
+    );
+    let st = api
+        .expect(
+            Method::PATCH,
+            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
+            &[],
+        )
+        .await;
+    st.status_ok();
+    task.await.expect("join").expect("reconcile");
+}
+
+/// A Secret holding a certificate for the server, as the controller wrote it earlier.
+fn issued_secret(
+    ca: &CertificateAuthority,
+    name: &str,
+    issued_at: i64,
+    dns_extra: Option<&str>,
+) -> Value {
+    let (mut dns, ips) = mcptrust::pki::issue::server_sans(
+        "github",
+        "agents",
+        Some("https://github-mcp.agents.svc:8443/mcp/"),
+        None,
+    );
+    if let Some(d) = dns_extra {
+        dns.push(d.to_string());
+    }
+    let req = LeafRequest {
+        common_name: dns[0].clone(),
+        dns_names: dns,
+        ip_addresses: ips,
+        usage: Usage::Server,
+        duration_secs: 90 * DAY,
+    };
+    let issued = mcptrust::pki::issue::issue(ca, &req, issued_at).expect("issue");
+    let s = mcptrust::controller::build::tls_secret(name, "agents", BTreeMap::new(), None, &issued);
+    secret_json(&s)
+}
+
+fn server_only_spec() -> Value {
+    json!({
+        "endpoint": {"url": "https://github-mcp.agents.svc:8443/mcp/"},
+        "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]},
+        "mtls": {}
+    })
+}
+
+async fn expect_bundle(api: &mut Verifier, corp: &CertificateAuthority) {
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/agents/configmaps/corp-proxy-ca",
+        &[],
+    )
+    .await
+    .ok(&source_cm(&corp.cert_pem));
+    api.expect(
+        Method::PATCH,
+        "/api/v1/namespaces/agents/configmaps/mcptrust-github-trust",
+        &["fieldManager=mcptrust-trust"],
+    )
+    .await
+    .echo();
+}
+
+async fn certificate_scenario(
+    secret: Option<Value>,
+    fed: &CertificateAuthority,
+    now: i64,
+    want_reason: &str,
+) -> Value {
+    let (ctx, mut api) = context(now);
+    let corp = private_ca("Corp Proxy CA");
+    let task = tokio::spawn(reconcile(Arc::new(server(server_only_spec(), None)), ctx));
+    expect_bundle(&mut api, &corp).await;
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
+        &[],
+    )
+    .await
+    .ok(&ca_secret(fed));
+    let get = api
+        .expect(
+            Method::GET,
+            "/api/v1/namespaces/agents/secrets/github-server-tls",
+            &[],
+        )
+        .await;
+    match secret {
+        Some(s) => get.ok(&s),
+        None => get.not_found(),
+    }
+    let patch = api
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/agents/secrets/github-server-tls",
+            &["fieldManager=mcptrust-certificates"],
+        )
+        .await;
+    let written = patch.body.clone();
+    patch.echo();
+    let (_, note) = api.expect_event("agents").await;
+    assert!(note.contains(want_reason), "{want_reason} not in {note}");
+    let st = api
+        .expect(
+            Method::PATCH,
+            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
+            &[],
+        )
+        .await;
+    st.status_ok();
+    task.await.expect("join").expect("reconcile");
+    written
+}
+
+#[tokio::test]
+async fn renewal_that_is_due() {
+    let fed = private_ca("mcptrust federation CA");
+    // Issued 61 days ago for 90 days with renewBefore 30 days (a third): due now.
+    let old = issued_secret(&fed, "github-server-tls", NOW - 61 * DAY, None);
+    let written = certificate_scenario(Some(old.clone()), &fed, NOW, "Renewing").await;
+    assert_ne!(
+        written["data"]["tls.crt"], old["data"]["tls.crt"],
+        "a new certificate"
+    );
+    assert_ne!(
+        written["data"]["tls.key"], old["data"]["tls.key"],
+        "with a new key"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_secret_is_reissued() {
+    let fed = private_ca("mcptrust federation CA");
+    let mut corrupt = issued_secret(&fed, "github-server-tls", NOW - DAY, None);
+    let other = issued_secret(&fed, "x", NOW - DAY, None);
+    corrupt["data"]["tls.key"] = other["data"]["tls.key"].clone();
+    certificate_scenario(Some(corrupt), &fed, NOW, "InvalidKeyPair").await;
+
+    let mut missing = issued_secret(&fed, "github-server-tls", NOW - DAY, None);
+    missing["data"]
+        .as_object_mut()
+        .expect("data")
+        .remove("ca.crt");
+    certificate_scenario(Some(missing), &fed, NOW, "MissingData").await;
+
+    let foreign = private_ca("Some Other CA");
+    certificate_scenario(
+        Some(issued_secret(
+            &foreign,
+            "github-server-tls",
+            NOW - DAY,
+            None,
+        )),
+        &fed,
+        NOW,
+        "IncorrectIssuer",
+    )
+    .await;
+
+    let changed = issued_secret(
+        &fed,
+        "github-server-tls",
+        NOW - DAY,
+        Some("old-name.example.com"),
+    );
+    certificate_scenario(Some(changed), &fed, NOW, "RequestChanged").await;
+}
+
+#[tokio::test]
+async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
+    let fed = private_ca("mcptrust federation CA");
+    let corp = private_ca("Corp Proxy CA");
+    let current = issued_secret(&fed, "github-server-tls", NOW - DAY, None);
+
+    // First pass: learn the status the controller computes.
+    let (ctx, mut api) = context(NOW);
+    let task = tokio::spawn(reconcile(Arc::new(server(server_only_spec(), None)), ctx));
+    expect_bundle(&mut api, &corp).await;
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
+        &[],
+    )
+    .await
+    .ok(&ca_secret(&fed));
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/agents/secrets/github-server-tls",
+        &[],
+    )
+    .await
+    .ok(&current);
+    let st = api
+        .expect(
+            Method::PATCH,
+            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
+            &[],
+        )
+        .await;
+    let status = st.body["status"].clone();
+    st.status_ok();
+    task.await.expect("join").expect("reconcile");
+    assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
+
+    // Second pass, later, with that status: nothing to write but the (idempotent) apply of
+    // the trust ConfigMap; no Secret write, no event, no status write.
+    let (ctx, mut api) = context(NOW + 3600);
+    let task = tokio::spawn(reconcile(
+        Arc::new(server(server_only_spec(), Some(status.clone()))),
+        ctx,
+    ));
+    expect_bundle(&mut api, &corp).await;
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
+        &[],
+    )
+    .await
+    .ok(&ca_secret(&fed));
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/agents/secrets/github-server-tls",
+        &[],
+    )
+    .await
+    .ok(&current);
+    task.await.expect("join").expect("reconcile");
+    // The reconciler is done and dropped its client: no further request was made.
+    assert!(
+        api.handle.next_request().await.is_none(),
+        "no status write when nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn rotation_rolls_selected_workloads() {
+    let corp = private_ca("Corp Proxy CA");
+    let spec = json!({
+        "transport": "stdio",
+        "podSelector": {"matchLabels": {"app": "github-mcp"}},
+        "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]},
+        "rotation": {"strategy": "RollingRestart"}
+    });
+    // The status remembers an older bundle.
+    let old_status = json!({"trustBundle": {"configMapName": "mcptrust-github-trust", "sha256": "00".repeat(32), "certificates": 1}});
+    let (ctx, mut api) = context(NOW);
+    let task = tokio::spawn(reconcile(Arc::new(server(spec, Some(old_status))), ctx));
+    expect_bundle(&mut api, &corp).await;
+    let deployment = |name: &str, app: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "agents"},
+               "spec": {"selector": {"matchLabels": {"app": app}},
+                        "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    };
+    api.expect(Method::GET, "/apis/apps/v1/namespaces/agents/deployments", &[])
+        .await
+        .ok(&json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+                     "items": [deployment("github-mcp", "github-mcp"), deployment("unrelated", "web")]}));
+    let roll = api
+        .expect(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/agents/deployments/github-mcp",
+            &["fieldManager=mcptrust-rotation", "force=true"],
+        )
+        .await;
+    let hash =
+        roll.body["spec"]["template"]["metadata"]["annotations"]["mcptrust.io/rotation-hash"]
+            .as_str()
+            .expect("hash")
+            .to_string();
+    assert_eq!(hash.len(), 16);
+    assert_eq!(roll.body["kind"], "Deployment");
+    roll.ok(&deployment("github-mcp", "github-mcp"));
+    let (reason, note) = api.expect_event("agents").await;
+    assert_eq!(reason, "RollingRestart");
+    assert!(note.contains("Deployment/github-mcp"), "{note}");
+    api.expect(
+        Method::GET,
+        "/apis/apps/v1/namespaces/agents/statefulsets",
+        &[],
+    )
+    .await
+    .ok(&json!({"apiVersion": "apps/v1", "kind": "StatefulSetList", "metadata": {}, "items": []}));
+    api.expect(
+        Method::GET,
+        "/apis/apps/v1/namespaces/agents/daemonsets",
+        &[],
+    )
+    .await
+    .ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": []}));
+    let st = api
+        .expect(
+            Method::PATCH,
+            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
+            &[],
+        )
+        .await;
+    assert_ne!(st.body["status"]["trustBundle"]["sha256"], "00".repeat(32));
+    st.status_ok();
+    task.await.expect("join").expect("reconcile");
+}
+
+#[tokio::test]
+async fn federation_ca_race_reads_the_winner() {
+    let fed = private_ca("mcptrust federation CA");
+    let (ctx, mut api) = context(NOW);
+    let spec = json!({"endpoint": {"url": "https://github-mcp.agents.svc/mcp"}, "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]}, "mtls": {}});
+    let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
+    expect_bundle(&mut api, &private_ca("Corp Proxy CA")).await;
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
+        &[],
+    )
+    .await
+    .not_found();
+    api.expect(Method::POST, "/api/v1/namespaces/mcptrust/secrets", &[])
+        .await
+        .reply(StatusCode::CONFLICT, &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}));
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
+        &[],
+    )
+    .await
+    .ok(&ca_secret(&fed));
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/agents/secrets/github-server-tls",
+        &[],
+    )
+    .await
+    .not_found();
+    let srv = api
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/agents/secrets/github-server-tls",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        String::from_utf8(decode(&srv.body, "ca.crt")).expect("utf8"),
+        fed.cert_pem,
+        "signed by the winner's CA"
+    );
+    srv.echo();
+    api.expect_event("agents").await;
+    let st = api
+        .expect(
+            Method::PATCH,
+            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
+            &[],
+        )
+        .await;
+    st.status_ok();
+    task.await.expect("join").expect("reconcile");
+}
+
+#[tokio::test]
+async fn opted_in_namespace_gets_the_default_bundle() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut api = Verifier { handle };
+    let proxy_ca = private_ca("OpenShell Proxy CA");
+    let config = ControllerConfig {
+        operator_namespace: "mcptrust".into(),
+        ca_secret_name: "mcptrust-federation-ca".into(),
+        ca_user_supplied: false,
+        ca_validity_secs: 0,
+        default_cas_pem: proxy_ca.cert_pem.clone(),
+        default_include_system_roots: true,
+        default_config_map: "mcptrust-trust".into(),
+    };
+    let ctx = Arc::new(Context::new(
+        Client::new(service, "default"),
+        config,
+        ControllerMetrics::default(),
+        Arc::new(|| NOW),
+        "t",
+    ));
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "sandboxes", "labels": {"mcptrust.io/injection": "enabled"}}
+    }))
+    .expect("ns");
+    let task = tokio::spawn(mcptrust::controller::namespaces::reconcile(
+        Arc::new(ns),
+        ctx,
+    ));
+    let cm = api
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/sandboxes/configmaps/mcptrust-trust",
+            &["fieldManager=mcptrust-trust", "force=true"],
+        )
+        .await;
+    assert_eq!(
+        cm.body["data"]["ca.pem"].as_str().map(str::trim),
+        Some(proxy_ca.cert_pem.trim())
+    );
+    let bundle = cm.body["data"]["ca-bundle.pem"].as_str().expect("bundle");
+    let roots = mcptrust::pki::system_roots().len();
+    assert_eq!(
+        bundle.matches("BEGIN CERTIFICATE").count(),
+        roots + 1,
+        "Mozilla roots plus the proxy CA"
+    );
+    assert!(
+        bundle.trim_end().ends_with(proxy_ca.cert_pem.trim()),
+        "private CAs after the roots"
+    );
+    cm.echo();
+    task.await.expect("join").expect("reconcile");
+}

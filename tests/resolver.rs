@@ -1,0 +1,215 @@
+//! The webhook following the cluster: the resolver reads reflector stores (filled here the
+//! way a watcher fills them) and the injector mounts the McpServer's bundle and mTLS
+//! Secrets, with per-certificate annotations taken from the Secrets' metadata.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use mcptrust::api::McpServer;
+use mcptrust::controller::resolver::{Caches, ClusterMutator};
+use mcptrust::inject::{InjectConfig, Mutator};
+use serde_json::{Value, json};
+
+fn meta<K>(name: &str, ns: &str, annotations: &[(&str, &str)]) -> PartialObjectMeta<K> {
+    PartialObjectMeta {
+        types: None,
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        },
+        _phantom: Default::default(),
+    }
+}
+
+fn fill<K>(writer: &mut Writer<K>, items: Vec<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for i in items {
+        writer.apply_watcher_event(&watcher::Event::InitApply(i));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+}
+
+fn caches() -> Caches {
+    let (servers, mut w1) = reflector::store::<McpServer>();
+    let (secrets, mut w2) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (config_maps, mut w3) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    let github: McpServer = serde_json::from_value(json!({
+        "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+        "metadata": {"name": "github", "namespace": "agents"},
+        "spec": {"endpoint": {"url": "https://github-mcp.agents.svc:8443/mcp/"},
+                 "podSelector": {"matchLabels": {"app": "github-mcp"}},
+                 "mtls": {"clients": [{"name": "mcpgateway", "namespace": "gateway"}]}},
+        "status": {"trustBundle": {"configMapName": "mcptrust-github-trust", "sha256": "aa".repeat(32), "certificates": 147}}
+    }))
+    .expect("McpServer");
+    fill(&mut w1, vec![github]);
+    fill(
+        &mut w2,
+        vec![
+            meta(
+                "github-server-tls",
+                "agents",
+                &[
+                    ("mcptrust.io/certificate-sha256", "5e"),
+                    ("mcptrust.io/certificate-not-after", "2027-02-19T00:00:00Z"),
+                ],
+            ),
+            meta(
+                "github-agents-mcpgateway-client-tls",
+                "gateway",
+                &[("mcptrust.io/certificate-sha256", "c1")],
+            ),
+        ],
+    );
+    fill(
+        &mut w3,
+        vec![meta(
+            "mcptrust-trust",
+            "tools",
+            &[("mcptrust.io/trust-bundle-sha256", "dd")],
+        )],
+    );
+    Caches {
+        servers,
+        secrets,
+        config_maps,
+    }
+}
+
+fn pod(ns: &str, labels: Value, annotations: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": ns, "labels": labels, "annotations": annotations},
+           "spec": {"containers": [{"name": "c", "image": "i"}]}})
+}
+
+fn apply(m: &ClusterMutator, ns: &str, obj: &Value) -> Value {
+    let out = m.mutate(Some(ns), obj).expect("mutate");
+    let mut v = obj.clone();
+    json_patch::patch(&mut v, &out.patch).expect("patch");
+    assert!(
+        m.mutate(Some(ns), &v).expect("again").is_noop(),
+        "idempotent"
+    );
+    v
+}
+
+fn volume<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["spec"]["volumes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+fn mount_path<'a>(pod: &'a Value, volume: &str) -> Option<&'a str> {
+    pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == volume)?
+        .get("mountPath")?
+        .as_str()
+}
+
+#[test]
+fn server_pods_get_their_bundle_and_serving_certificate() {
+    let m = ClusterMutator::new(InjectConfig::embedded_default(), caches());
+    let p = apply(
+        &m,
+        "agents",
+        &pod("agents", json!({"app": "github-mcp"}), json!({})),
+    );
+    assert_eq!(
+        volume(&p, "mcptrust-trust")["configMap"]["name"],
+        "mcptrust-github-trust"
+    );
+    assert_eq!(
+        volume(&p, "mcptrust-server-tls")["secret"]["secretName"],
+        "github-server-tls"
+    );
+    assert_eq!(
+        mount_path(&p, "mcptrust-server-tls"),
+        Some("/etc/mcptrust/tls/server")
+    );
+    let ann = &p["metadata"]["annotations"];
+    assert_eq!(ann["mcptrust.io/trust-bundle-sha256"], "aa".repeat(32));
+    assert_eq!(ann["mcptrust.io/mcpserver"], "agents/github");
+    assert_eq!(ann["sha256.mcptrust.io/mcptrust-server-tls"], "5e");
+    assert_eq!(
+        ann["not-after.mcptrust.io/mcptrust-server-tls"],
+        "2027-02-19T00:00:00Z"
+    );
+}
+
+#[test]
+fn gateway_pods_get_client_certificates() {
+    let m = ClusterMutator::new(InjectConfig::embedded_default(), caches());
+    let p = apply(
+        &m,
+        "gateway",
+        &pod(
+            "gateway",
+            json!({"app": "mcpgateway"}),
+            json!({"mcptrust.io/mtls-client-of": "agents/github, agents/unknown"}),
+        ),
+    );
+    assert_eq!(
+        volume(&p, "mtls-client-github")["secret"]["secretName"],
+        "github-agents-mcpgateway-client-tls"
+    );
+    assert_eq!(
+        mount_path(&p, "mtls-client-github"),
+        Some("/etc/mcptrust/tls/clients/github")
+    );
+    assert_eq!(
+        p["metadata"]["annotations"]["sha256.mcptrust.io/mtls-client-github"],
+        "c1"
+    );
+    // Not a server pod: the namespace default bundle, no serving certificate.
+    assert_eq!(
+        volume(&p, "mcptrust-trust")["configMap"]["name"],
+        "mcptrust-trust"
+    );
+    assert!(mount_path(&p, "mcptrust-server-tls").is_none());
+}
+
+#[test]
+fn unselected_pods_get_the_namespace_default() {
+    let m = ClusterMutator::new(InjectConfig::embedded_default(), caches());
+    let p = apply(
+        &m,
+        "tools",
+        &pod("tools", json!({"app": "other"}), json!({})),
+    );
+    assert_eq!(
+        volume(&p, "mcptrust-trust")["configMap"]["name"],
+        "mcptrust-trust"
+    );
+    assert_eq!(
+        p["metadata"]["annotations"]["mcptrust.io/trust-bundle-sha256"],
+        "dd"
+    );
+    // A pod that selects the server's labels but lives in another namespace is not its pod.
+    let q = apply(
+        &m,
+        "tools",
+        &pod("tools", json!({"app": "github-mcp"}), json!({})),
+    );
+    assert_eq!(
+        volume(&q, "mcptrust-trust")["configMap"]["name"],
+        "mcptrust-trust"
+    );
+}
