@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::api::McpServer;
 use crate::cli::{ConfigArgs, wait_stop};
+use crate::controller::webhook_cert::{self, CertMode, WebhookCertArgs};
 use crate::controller::{self, Context, ControllerArgs, ControllerConfig, ControllerMetrics};
 
 /// `mcptrust run` flags.
@@ -61,6 +62,9 @@ pub struct RunArgs {
     /// Admin port.
     #[command(flatten)]
     pub admin: crate::admin::AdminArgs,
+    /// The webhook's serving certificate: selfManaged, certManager or provided.
+    #[command(flatten)]
+    pub webhook_cert: WebhookCertArgs,
     /// Operator config.
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -138,14 +142,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let ns = args.controller.operator_namespace.clone();
         let identity = args.controller.pod_name.clone();
         let stop = stop_rx.clone();
+        // selfManaged: the leader keeps the webhook's Secret and caBundle (only when this
+        // process serves the webhook; `--disable-webhook` runs need no certificate).
+        let cert = (args.webhook_cert.webhook_cert_mode == CertMode::SelfManaged
+            && !args.disable_webhook)
+            .then(|| webhook_cert::Settings::new(&args.webhook_cert, &ns));
         tasks.spawn(async move {
-            run_controllers(ctx, leader_election, &lease, &ns, &identity, stop).await;
+            run_controllers(ctx, cert, leader_election, &lease, &ns, &identity, stop).await;
             Ok(())
         });
     }
 
     if !args.disable_webhook {
         let webhook_args = args.webhook.clone();
+        let cert_mode = args.webhook_cert.webhook_cert_mode;
         let readiness = readiness.clone();
         let metrics = metrics.clone();
         let config = config.clone();
@@ -159,6 +169,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             };
             let mutator: Arc<dyn crate::inject::Mutator> =
                 Arc::new(controller::resolver::ClusterMutator::new(config, caches));
+            // The Secret volume (optional) is filled once the leader or cert-manager has
+            // written it: wait for the files instead of failing.
+            if cert_mode.waits_for_files() {
+                let (cert, key) = (&webhook_args.tls_cert_file, &webhook_args.tls_key_file);
+                tokio::select! {
+                    () = webhook_cert::wait_for_tls_files(cert, key, cert_mode) => {},
+                    _ = wait_stop(stop.clone()) => return Ok(()),
+                }
+            }
             crate::webhook::run(&webhook_args, mutator, metrics, readiness, wait_stop(stop))
                 .await
                 .map_err(anyhow::Error::from)
@@ -234,21 +253,33 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
     }
 }
 
-/// Runs both controllers while this replica holds the Lease (or always, without leader
+/// Runs both controllers, and with `webhook_cert` (selfManaged mode) the webhook
+/// certificate loop, while this replica holds the Lease (or always, without leader
 /// election), until `stop` is set.
 async fn run_controllers(
     ctx: Arc<Context>,
+    webhook_cert: Option<webhook_cert::Settings>,
     leader_election: bool,
     lease: &str,
     namespace: &str,
     identity: &str,
     stop: watch::Receiver<bool>,
 ) {
-    let run_both = |ctx: Arc<Context>, until: watch::Receiver<bool>| async move {
-        tokio::join!(
-            controller::run(ctx.clone(), wait_stop(until.clone())),
-            controller::namespaces::run(ctx, wait_stop(until)),
-        );
+    let run_both = |ctx: Arc<Context>, until: watch::Receiver<bool>| {
+        let cert = webhook_cert.clone();
+        async move {
+            let cert_loop = async {
+                if let Some(settings) = cert {
+                    let (client, clock) = (ctx.client.clone(), ctx.clock.clone());
+                    webhook_cert::run(client, settings, clock, wait_stop(until.clone())).await;
+                }
+            };
+            tokio::join!(
+                controller::run(ctx.clone(), wait_stop(until.clone())),
+                controller::namespaces::run(ctx.clone(), wait_stop(until.clone())),
+                cert_loop,
+            );
+        }
     };
     if !leader_election {
         run_both(ctx, stop).await;

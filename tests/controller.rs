@@ -121,7 +121,36 @@ impl Verifier {
     }
 }
 
+/// A prober that records what it was asked and answers "verified" (these scenarios'
+/// endpoints are cluster names; `tests/endpoint.rs` probes real servers).
+#[derive(Default)]
+struct StubProber {
+    seen: std::sync::Mutex<Vec<mcptrust::probe::ProbeOptions>>,
+}
+
+impl mcptrust::controller::endpoint::Prober for StubProber {
+    fn probe(
+        &self,
+        opts: mcptrust::probe::ProbeOptions,
+    ) -> futures::future::BoxFuture<'_, mcptrust::probe::ProbeReport> {
+        let url = opts.url.clone();
+        self.seen.lock().expect("lock").push(opts);
+        Box::pin(async move {
+            serde_json::from_value(json!({
+                "url": url, "transport": "streamable-http", "verdict": "Ok", "ok": true, "exitCode": 0,
+                "summary": "verified", "steps": []
+            }))
+            .expect("report")
+        })
+    }
+}
+
 fn context(clock: i64) -> (Arc<Context>, Verifier) {
+    let (ctx, api, _) = context_with_prober(clock);
+    (ctx, api)
+}
+
+fn context_with_prober(clock: i64) -> (Arc<Context>, Verifier, Arc<StubProber>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let config = ControllerConfig {
@@ -132,15 +161,18 @@ fn context(clock: i64) -> (Arc<Context>, Verifier) {
         default_cas_pem: String::new(),
         default_include_system_roots: false,
         default_config_map: "mcptrust-trust".into(),
+        egress: Default::default(),
     };
+    let prober = Arc::new(StubProber::default());
     let ctx = Context::new(
         client,
         config,
         ControllerMetrics::default(),
         Arc::new(move || clock),
         "test",
-    );
-    (Arc::new(ctx), Verifier { handle })
+    )
+    .with_prober(prober.clone());
+    (Arc::new(ctx), Verifier { handle }, prober)
 }
 
 fn private_ca(cn: &str) -> CertificateAuthority {
@@ -180,6 +212,7 @@ fn ca_secret(ca: &CertificateAuthority) -> Value {
             default_cas_pem: String::new(),
             default_include_system_roots: false,
             default_config_map: String::new(),
+            egress: Default::default(),
         },
         ca,
     );
@@ -250,7 +283,7 @@ fn mtls_spec() -> Value {
 
 #[tokio::test]
 async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
-    let (ctx, mut api) = context(NOW);
+    let (ctx, mut api, prober) = context_with_prober(NOW);
     let corp = private_ca("Corp Proxy CA");
     let obj = Arc::new(server(mtls_spec(), None));
     let task = tokio::spawn(reconcile(obj, ctx));
@@ -393,6 +426,7 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         )
         .await;
     let status = &st.body["status"];
+    let status_seen = Some(status.clone());
     assert_eq!(st.body["kind"], "McpServer");
     assert_eq!(status["observedGeneration"], 3);
     for t in ["TrustBundleReady", "CertificatesReady", "Ready"] {
@@ -424,6 +458,25 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
     assert!(
         format!("{action:?}").contains("requeue_after"),
         "{action:?}"
+    );
+
+    // The endpoint was probed as the gateway would: its client certificate attached and the
+    // federation CA trusted besides the bundle.
+    {
+        let seen = prober.seen.lock().expect("lock");
+        assert_eq!(seen.len(), 1);
+        let opts = &seen[0];
+        assert_eq!(opts.url, "https://github-mcp.agents.svc:8443/mcp/");
+        assert_eq!(
+            opts.client_cert_pem.as_deref(),
+            Some(decode(&client_secret, "tls.crt").as_slice())
+        );
+        let bundle = String::from_utf8(opts.ca_bundle_pem.clone().expect("bundle")).expect("utf8");
+        assert!(bundle.contains(corp.cert_pem.trim()) && bundle.contains(fed_ca_pem.trim()));
+    }
+    assert_eq!(
+        condition(status_seen.as_ref().expect("status"), "EndpointVerified")["reason"],
+        "Verified"
     );
 
     mtls_handshake(&server_secret, &client_secret).await;
@@ -770,9 +823,9 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
     task.await.expect("join").expect("reconcile");
     assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
 
-    // Second pass, later, with that status: nothing to write but the (idempotent) apply of
+    // Second pass a minute later (no probe due), with that status: nothing to write but the (idempotent) apply of
     // the trust ConfigMap; no Secret write, no event, no status write.
-    let (ctx, mut api) = context(NOW + 3600);
+    let (ctx, mut api) = context(NOW + 60);
     let task = tokio::spawn(reconcile(
         Arc::new(server(server_only_spec(), Some(status.clone()))),
         ctx,
@@ -936,6 +989,7 @@ async fn opted_in_namespace_gets_the_default_bundle() {
         default_cas_pem: proxy_ca.cert_pem.clone(),
         default_include_system_roots: true,
         default_config_map: "mcptrust-trust".into(),
+        egress: Default::default(),
     };
     let ctx = Arc::new(Context::new(
         Client::new(service, "default"),

@@ -13,6 +13,9 @@ pub enum Error {
     /// A trust source holds something that is not a usable CA certificate.
     #[error("{0}")]
     InvalidCertificate(String),
+    /// The bundle would hold no certificate at all.
+    #[error("{0}")]
+    EmptyBundle(String),
     /// Certificate issuance failed.
     #[error("issuing a certificate: {0}")]
     Issue(String),
@@ -40,6 +43,7 @@ impl Error {
             Error::Kube(_) => "KubeApiError",
             Error::SourceNotFound(_) => "SourceNotFound",
             Error::InvalidCertificate(_) => "InvalidCertificate",
+            Error::EmptyBundle(_) => "EmptyTrustBundle",
             Error::Issue(_) => "IssuanceFailed",
             Error::FederationCa(_) => "FederationCAInvalid",
             Error::MissingObjectKey(_) => "MissingObjectKey",

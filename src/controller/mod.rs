@@ -7,11 +7,14 @@
 //! server-side apply with a named field manager.
 
 pub mod build;
+pub mod egress;
+pub mod endpoint;
 pub mod error;
 pub mod namespaces;
 pub mod rbac;
 pub mod reconcile;
 pub mod resolver;
+pub mod webhook_cert;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -47,6 +50,8 @@ pub const FIELD_MANAGER_CERTS: &str = "mcptrust-certificates";
 pub const FIELD_MANAGER_STATUS: &str = "mcptrust-status";
 /// Field manager of the rotation annotation on workloads.
 pub const FIELD_MANAGER_ROTATION: &str = "mcptrust-rotation";
+/// Field manager of the egress NetworkPolicies and allow-list ConfigMaps.
+pub const FIELD_MANAGER_EGRESS: &str = "mcptrust-egress";
 /// Label that makes a Secret used as a trust source trigger a reconcile when it changes
 /// (Secrets are watched label-scoped only; unlabelled ones are re-read at each resync).
 pub const LABEL_TRUST_SOURCE: &str = "mcptrust.io/trust-source";
@@ -96,6 +101,8 @@ pub struct ControllerConfig {
     pub default_include_system_roots: bool,
     /// Name of the namespace-default trust ConfigMap.
     pub default_config_map: String,
+    /// The proxy and DNS the egress NetworkPolicies allow (from the operator config).
+    pub egress: egress::EgressDefaults,
 }
 
 impl ControllerConfig {
@@ -109,6 +116,7 @@ impl ControllerConfig {
             default_cas_pem: config.default_trust.extra_cas_pem.clone(),
             default_include_system_roots: config.default_trust.include_system_roots,
             default_config_map: config.trust_config_map.clone(),
+            egress: egress::EgressDefaults::from_config(config),
         }
     }
 }
@@ -217,6 +225,8 @@ pub struct Context {
     pub metrics: ControllerMetrics,
     /// The clock (unix seconds).
     pub clock: Clock,
+    /// Probes endpoints (the live network probe, or a test double).
+    pub prober: endpoint::SharedProber,
     /// The federation CA, once loaded.
     pub(crate) ca: tokio::sync::Mutex<Option<Arc<CertificateAuthority>>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -244,9 +254,16 @@ impl Context {
             config,
             metrics,
             clock,
+            prober: Arc::new(endpoint::LiveProber),
             ca: tokio::sync::Mutex::new(None),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the prober (tests).
+    pub fn with_prober(mut self, prober: endpoint::SharedProber) -> Self {
+        self.prober = prober;
+        self
     }
 
     /// Now, in unix seconds.

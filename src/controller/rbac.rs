@@ -70,6 +70,18 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: &["create", "patch"],
         why: "events on McpServers (issuance, renewal, restarts, errors); patch updates an event series",
     },
+    Rule {
+        api_group: "networking.k8s.io",
+        resource: "networkpolicies",
+        verbs: &["create", "patch", "delete"],
+        why: "spec.egress Enforce: write mcptrust-<name>-egress by server-side apply (create/patch); delete it when the McpServer switches to Audit or drops spec.egress",
+    },
+    Rule {
+        api_group: "admissionregistration.k8s.io",
+        resource: "mutatingwebhookconfigurations",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "webhook certificate (selfManaged mode): read the webhook configuration (get), watch it by name so a caBundle reset by an upgrade is repaired at once (list/watch, metadata only), and server-side apply webhooks[*].clientConfig.caBundle (patch, field manager mcptrust-webhook-cabundle)",
+    },
 ];
 
 /// Rules in the operator's own namespace (Role).

@@ -128,8 +128,12 @@ async fn trust_bundle(server: &McpServer, ns: &str, ctx: &Context) -> Result<Tru
             )]
         })
         .unwrap_or_default();
-    let bundle = crate::pki::assemble_with_pinned(&inputs, &pinned, &opts)
-        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    let bundle = crate::pki::assemble_with_pinned(&inputs, &pinned, &opts).map_err(|e| match e {
+        crate::pki::BundleError::EmptyBundle => Error::EmptyBundle(
+            "the bundle would be empty: add spec.trust.sources or set spec.trust.includeSystemRoots: true".into(),
+        ),
+        e => Error::InvalidCertificate(e.to_string()),
+    })?;
     for w in &bundle.warnings {
         tracing::warn!(mcpserver = %format!("{ns}/{}", server.name_any()), "{w}");
     }
@@ -205,6 +209,8 @@ pub(crate) async fn federation_ca(ctx: &Context) -> Result<Arc<CertificateAuthor
 struct CertOutcome {
     status: CertificateStatus,
     renewal_time: i64,
+    /// The certificate and key in use (PEM), for the endpoint probe.
+    pem: Option<(String, String)>,
 }
 
 /// Ensures one TLS Secret: reads it, decides, issues and applies when needed, and emits
@@ -237,6 +243,10 @@ async fn ensure_certificate(
             renewal_time,
             sha256,
         } => Ok(CertOutcome {
+            pem: data.as_ref().and_then(|d| {
+                let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+                Some((text("tls.crt")?, text("tls.key")?))
+            }),
             status: CertificateStatus {
                 secret_name: secret_name.to_string(),
                 not_after: Some(build::time(not_after)),
@@ -285,6 +295,7 @@ async fn ensure_certificate(
             .await;
             let renewal_time = issued.not_after - renew_before;
             Ok(CertOutcome {
+                pem: Some((issued.cert_pem.clone(), issued.key_pem.clone())),
                 status: CertificateStatus {
                     secret_name: secret_name.to_string(),
                     not_after: Some(build::time(issued.not_after)),
@@ -302,6 +313,10 @@ struct Certificates {
     server: Option<CertificateStatus>,
     clients: Vec<ClientCertificateStatus>,
     next_renewal: Option<i64>,
+    /// The federation CA (PEM) the server certificate chains to.
+    ca_pem: String,
+    /// The first client's certificate and key, to probe as the gateway would.
+    probe_client: Option<(String, String)>,
 }
 
 async fn certificates(
@@ -344,6 +359,7 @@ async fn certificates(
     .await?;
     let mut next = s.renewal_time;
     let mut clients = Vec::new();
+    let mut probe_client = None;
     for c in &mtls.clients {
         let cns = c.namespace.clone().unwrap_or_else(|| ns.to_string());
         let req = LeafRequest {
@@ -369,6 +385,9 @@ async fn certificates(
         )
         .await?;
         next = next.min(out.renewal_time);
+        if probe_client.is_none() {
+            probe_client = out.pem.clone();
+        }
         clients.push(ClientCertificateStatus {
             name: c.name.clone(),
             namespace: cns,
@@ -379,6 +398,8 @@ async fn certificates(
         server: Some(s.status),
         clients,
         next_renewal: Some(next),
+        ca_pem: ca.cert_pem.clone(),
+        probe_client,
     }))
 }
 
@@ -468,6 +489,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
 
     // 1. Trust bundle.
     let mut bundle_ok = false;
+    let mut current_bundle: Option<TrustBundle> = None;
     match trust_bundle(&server, &ns, &ctx).await {
         Ok(bundle) => {
             let cm = build::trust_config_map(&server, &bundle);
@@ -502,9 +524,21 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
                 certificates: bundle.certificates,
             });
             bundle_ok = true;
+            current_bundle = Some(bundle);
+        }
+        Err(Error::EmptyBundle(_)) if awaiting_pin(&server) => {
+            desired.push(DesiredCondition::new(
+                types::TRUST_BUNDLE_READY,
+                false,
+                "AwaitingPin",
+                "the bundle has no certificates until the endpoint's self-signed certificate is pinned (spec.trust.pinServerCertificate)",
+            ));
         }
         Err(
-            e @ (Error::SourceNotFound(_) | Error::InvalidCertificate(_) | Error::InvalidSpec(_)),
+            e @ (Error::SourceNotFound(_)
+            | Error::InvalidCertificate(_)
+            | Error::InvalidSpec(_)
+            | Error::EmptyBundle(_)),
         ) => {
             desired.push(DesiredCondition::new(
                 types::TRUST_BUNDLE_READY,
@@ -530,6 +564,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     // 2. Certificates.
     let mut certs_ok = true;
     let mut next_renewal: Option<i64> = None;
+    let mut probe_material = super::endpoint::ProbeMaterial::default();
     match certificates(&server, &ns, &name, &ctx).await {
         Ok(None) => desired.push(DesiredCondition::new(
             types::CERTIFICATES_READY,
@@ -564,6 +599,8 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             status.server_certificate = c.server;
             status.client_certificates = c.clients;
             next_renewal = c.next_renewal;
+            probe_material.client = c.probe_client;
+            probe_material.ca_bundle_pem = Some(c.ca_pem);
         }
         Err(e @ (Error::Issue(_) | Error::FederationCa(_) | Error::InvalidSpec(_))) => {
             certs_ok = false;
@@ -587,6 +624,97 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         }
         Err(e) => return Err(e),
     }
+
+    // 2b. Endpoint: probe as a gateway would, on an interval and on change.
+    let mut next_probe: Option<i64> = None;
+    let mut requeue_now = false;
+    if server.spec.transport != crate::api::Transport::Stdio && server.spec.endpoint.is_some() {
+        let bundle_changed = old_status.trust_bundle.as_ref().map(|b| &b.sha256)
+            != status.trust_bundle.as_ref().map(|b| &b.sha256);
+        let due = super::endpoint::is_due(&server, &old_status, bundle_changed, now);
+        match &current_bundle {
+            None if due && awaiting_pin(&server) => {
+                // Nothing to trust yet: probe only to capture the self-signed certificate.
+                if let Some(opts) = super::endpoint::options(&server, &probe_material, None, now) {
+                    let report = ctx.prober.probe(opts).await;
+                    let eval = super::endpoint::evaluate(&server, &report, now);
+                    if let Some(pin) = &eval.pin {
+                        ctx.event(
+                            &server,
+                            EventType::Normal,
+                            "Pinned",
+                            &eval.condition.message,
+                        )
+                        .await;
+                        status.pinned_sha256 = Some(pin.sha256.clone());
+                        status.pinned_certificate = Some(pin.pem.clone());
+                        requeue_now = true;
+                    }
+                    desired.push(eval.condition);
+                    status.endpoint = Some(eval.endpoint);
+                    next_probe = Some(now + super::endpoint::interval(&server));
+                }
+            }
+            Some(bundle) if due => {
+                let mut pem = bundle.ca_bundle_pem.clone();
+                if let Some(ca) = probe_material.ca_bundle_pem.take() {
+                    pem.push_str(&ca);
+                }
+                probe_material.ca_bundle_pem = Some(pem);
+                let pinned = super::endpoint::pinned_fingerprint(&server);
+                if let Some(opts) =
+                    super::endpoint::options(&server, &probe_material, pinned.as_deref(), now)
+                {
+                    let report = ctx.prober.probe(opts).await;
+                    let eval = super::endpoint::evaluate(&server, &report, now);
+                    if let Some(pin) = &eval.pin {
+                        ctx.event(
+                            &server,
+                            EventType::Normal,
+                            "Pinned",
+                            &eval.condition.message,
+                        )
+                        .await;
+                        status.pinned_sha256 = Some(pin.sha256.clone());
+                        status.pinned_certificate = Some(pin.pem.clone());
+                        // Rebuild the bundle with the pinned certificate right away.
+                        requeue_now = true;
+                    } else if eval.condition.status != "True"
+                        && !old_condition_matches(
+                            &old_status,
+                            types::ENDPOINT_VERIFIED,
+                            &eval.condition.reason,
+                            &eval.condition.message,
+                        )
+                    {
+                        ctx.event(
+                            &server,
+                            EventType::Warning,
+                            &eval.condition.reason,
+                            &eval.condition.message,
+                        )
+                        .await;
+                    }
+                    desired.push(eval.condition);
+                    status.endpoint = Some(eval.endpoint);
+                    next_probe = Some(now + super::endpoint::interval(&server));
+                }
+            }
+            _ => {
+                if let Some(c) = super::endpoint::carried_over(&old_status) {
+                    desired.push(c);
+                }
+                next_probe = old_status
+                    .endpoint
+                    .as_ref()
+                    .and_then(|e| e.last_probe_time.as_ref())
+                    .map(|t| t.0.as_second() + super::endpoint::interval(&server));
+            }
+        }
+    }
+
+    // 2c. Egress policy: NetworkPolicy and proxy allow-list (see super::egress).
+    desired.push(super::egress::reconcile(&ctx, &server, &ns, &name, &old_status).await?);
 
     // 3. Rotation.
     let strategy = server.spec.rotation.clone().unwrap_or_default().strategy;
@@ -621,9 +749,19 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     }
 
     // 4. Status: Ready summarises; one apply, only when something changed.
-    let failing: Vec<&DesiredCondition> = desired.iter().filter(|c| c.status != "True").collect();
+    // Audit mode is a choice, not a failure: Ready stays True and says so.
+    let failing: Vec<&DesiredCondition> = desired
+        .iter()
+        .filter(|c| c.status != "True" && !super::egress::is_advisory(c))
+        .collect();
     let ready = match failing.first() {
-        None => DesiredCondition::new(types::READY, true, "Ready", ready_message(&server, &status)),
+        None => {
+            let mut message = ready_message(&server, &status);
+            if let Some(note) = super::egress::ready_note(&desired) {
+                message = format!("{message}; {note}");
+            }
+            DesiredCondition::new(types::READY, true, "Ready", message)
+        }
         Some(f) => DesiredCondition::new(
             types::READY,
             false,
@@ -658,10 +796,30 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     if let Some(r) = next_renewal {
         wait = wait.min((r - now).max(1));
     }
+    if let Some(p) = next_probe {
+        wait = wait.min((p - now).max(1));
+    }
+    if requeue_now {
+        wait = 1;
+    }
     if desired.iter().any(|c| c.reason == "SourceNotFound") {
         wait = wait.min(60);
     }
     Ok(Action::requeue(Duration::from_secs(wait.unsigned_abs())))
+}
+
+/// Pinning is requested and nothing is pinned yet.
+fn awaiting_pin(server: &McpServer) -> bool {
+    server
+        .spec
+        .trust
+        .as_ref()
+        .is_some_and(|t| t.pin_server_certificate)
+        && server
+            .status
+            .as_ref()
+            .and_then(|s| s.pinned_certificate.as_ref())
+            .is_none()
 }
 
 fn ready_message(server: &McpServer, status: &McpServerStatus) -> String {

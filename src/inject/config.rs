@@ -141,6 +141,59 @@ pub struct InjectConfig {
     /// What the namespace-default trust ConfigMap (`trustConfigMap`) holds, for namespaces
     /// that opt in without an McpServer.
     pub default_trust: DefaultTrust,
+    /// How the controller's egress NetworkPolicies reach the proxy and the cluster DNS
+    /// (McpServers with `spec.egress`).
+    pub egress: EgressConfig,
+}
+
+/// Pod annotation: the egress mode (`Enforce` or `Audit`) of the McpServer whose
+/// `spec.egress` applies to the pod.
+pub const ANNOTATION_EGRESS_MODE: &str = "mcptrust.io/egress-mode";
+
+/// Where the egress NetworkPolicies let pods go besides their CIDR entries: the proxy and
+/// the cluster DNS. A NetworkPolicy cannot name a host, so an in-cluster proxy is described
+/// by selectors (or CIDRs) here; a proxy URL whose host is an IP literal outside the Service
+/// CIDRs needs nothing here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// The proxy's addresses (e.g. `[10.200.0.1/32]`); they take precedence over the proxy
+    /// URL's host for the operator's own proxy.
+    pub proxy_cidrs: Vec<IpNet>,
+    /// Labels of the proxy's namespace (e.g. `{kubernetes.io/metadata.name: egress}`).
+    /// Without it, a `proxyPodSelector` matches pods in every namespace.
+    pub proxy_namespace_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// Labels of the proxy's pods (e.g. `{app: squid}`).
+    pub proxy_pod_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// The port the proxy *pods* listen on, when it differs from the proxy URL's port (a
+    /// Service mapping 3128 to 8080: NetworkPolicies see the pod port).
+    pub proxy_port: Option<u16>,
+    /// Labels of the cluster DNS's namespace (default `{kubernetes.io/metadata.name: kube-system}`).
+    pub dns_namespace_labels: std::collections::BTreeMap<String, String>,
+    /// Labels of the cluster DNS pods (default `{k8s-app: kube-dns}`, CoreDNS included).
+    pub dns_pod_labels: std::collections::BTreeMap<String, String>,
+    /// Extra DNS addresses, e.g. NodeLocal DNSCache's `169.254.20.10/32`.
+    pub dns_cidrs: Vec<IpNet>,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            proxy_cidrs: Vec::new(),
+            proxy_namespace_selector: None,
+            proxy_pod_selector: None,
+            proxy_port: None,
+            dns_namespace_labels: std::collections::BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                "kube-system".to_string(),
+            )]),
+            dns_pod_labels: std::collections::BTreeMap::from([(
+                "k8s-app".to_string(),
+                "kube-dns".to_string(),
+            )]),
+            dns_cidrs: Vec::new(),
+        }
+    }
 }
 
 /// The operator's own private CAs (e.g. the sandbox proxy's CA), for namespace-default
@@ -175,6 +228,7 @@ impl Default for InjectConfig {
             overlay_system_trust: false,
             extra_env: Vec::new(),
             default_trust: DefaultTrust::default(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -227,6 +281,9 @@ pub struct Injection {
     pub mcp_server: Option<String>,
     /// mTLS Secrets to mount (server certificate, client certificates).
     pub tls_mounts: Vec<TlsMount>,
+    /// The McpServer's egress mode (`Enforce` or `Audit`), for [`ANNOTATION_EGRESS_MODE`];
+    /// `None` when no `spec.egress` applies.
+    pub egress_mode: Option<String>,
 }
 
 /// A `kubernetes.io/tls` Secret mounted as a directory (`tls.crt`, `tls.key`, `ca.crt`).
@@ -253,8 +310,8 @@ pub const CLIENT_TLS_MOUNT_DIR: &str = "/etc/mcptrust/tls/clients";
 impl Injection {
     /// Merges the operator defaults with an McpServer (when one selects the pod):
     /// its trust ConfigMap `mcptrust-<name>-trust` and bundle hash from status, its
-    /// `spec.proxy` fields over the defaults, and its `spec.env` after the config's
-    /// `extraEnv`.
+    /// `spec.proxy` fields over the defaults, its `spec.env` after the config's
+    /// `extraEnv`, and its `spec.egress.mode` for the egress-mode annotation.
     pub fn resolve(config: &InjectConfig, server: Option<&McpServer>) -> Self {
         let mut out = Self {
             mount_path: config.mount_path.clone(),
@@ -267,6 +324,7 @@ impl Injection {
             extra_env: config.extra_env.clone(),
             mcp_server: None,
             tls_mounts: Vec::new(),
+            egress_mode: None,
         };
         let Some(server) = server else { return out };
         let name = server.metadata.name.clone().unwrap_or_default();
@@ -290,6 +348,10 @@ impl Injection {
             }
             out.proxy.no_proxy.extend(p.no_proxy.iter().cloned());
         }
+        out.egress_mode = server.spec.egress.as_ref().map(|e| match e.mode {
+            crate::api::EgressMode::Enforce => "Enforce".to_string(),
+            crate::api::EgressMode::Audit => "Audit".to_string(),
+        });
         for e in &server.spec.env {
             out.extra_env.retain(|x| x.name != e.name);
             out.extra_env.push(EnvPair {

@@ -153,7 +153,8 @@ fn paths_overlap(a: &str, b: &str) -> bool {
 /// whole directory at `inj.mount_path`) and the env block ([`desired_env`]); into the pod
 /// spec the ConfigMap volume; into the pod template's annotations
 /// [`ANNOTATION_INJECTED`], [`ANNOTATION_BUNDLE_SHA256`] and, when they apply,
-/// [`ANNOTATION_MCPSERVER`], [`ANNOTATION_ENV_OVERRIDDEN`] and [`ANNOTATION_SKIPPED`].
+/// [`ANNOTATION_MCPSERVER`], [`super::ANNOTATION_EGRESS_MODE`], [`ANNOTATION_ENV_OVERRIDDEN`]
+/// and [`ANNOTATION_SKIPPED`].
 ///
 /// Guarantees:
 /// - a name the container already sets is never changed (it is recorded instead);
@@ -434,6 +435,9 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
         }
         if let Some(server) = &inj.mcp_server {
             want.push((ANNOTATION_MCPSERVER, server.clone()));
+        }
+        if let Some(mode) = &inj.egress_mode {
+            want.push((super::ANNOTATION_EGRESS_MODE, mode.clone()));
         }
         for t in &tls {
             if let Some(sha) = &t.sha256 {

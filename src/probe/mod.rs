@@ -460,6 +460,9 @@ pub struct PeerCert {
     pub is_ca: bool,
     /// subjectAltNames as `DNS:name`, `IP:addr`, `URI:uri`, `email:addr`.
     pub sans: Vec<String>,
+    /// The certificate itself (PEM), what the controller pins for a self-signed server.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pem: String,
 }
 
 /// What a direct connection showed, compared with the connection through the proxy.

@@ -1,0 +1,365 @@
+//! EndpointVerified and self-signed pinning: the controller probes real MCP servers on
+//! 127.0.0.1 (the live prober), while the API server is kube's mock service and every API
+//! request is asserted in order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod probe_support;
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use mcptrust::api::McpServer;
+use mcptrust::controller::{Context, ControllerConfig, ControllerMetrics, reconcile::reconcile};
+use probe_support::{Answer, Ca, self_signed, serve, server_config, streamable_mcp};
+use serde_json::{Value, json};
+use tower_test::mock::{Handle, SendResponse};
+
+/// 2026-11-21T00:00:00Z (the test certificates are valid 2025..2035).
+const NOW: i64 = 1_795_219_200;
+
+struct Call {
+    method: Method,
+    path: String,
+    body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Call {
+    fn reply(self, status: StatusCode, body: &Value) {
+        self.send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(body).unwrap()))
+                .unwrap(),
+        );
+    }
+    fn echo(self) {
+        let b = self.body.clone();
+        self.reply(StatusCode::OK, &b)
+    }
+}
+
+struct Api(Handle<Request<Body>, Response<Body>>);
+
+impl Api {
+    async fn next(&mut self, method: Method, path: &str) -> Call {
+        let (req, send) =
+            tokio::time::timeout(std::time::Duration::from_secs(30), self.0.next_request())
+                .await
+                .expect("the reconciler stopped calling the API")
+                .expect("service not called");
+        let m = req.method().clone();
+        let uri = req.uri().to_string();
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let p = uri.split('?').next().unwrap_or_default().to_string();
+        assert_eq!(
+            (m.clone(), p.as_str()),
+            (method, path),
+            "unexpected request {uri}"
+        );
+        Call {
+            method: m,
+            path: p,
+            body,
+            send,
+        }
+    }
+
+    async fn event(&mut self) -> (String, String, String) {
+        let c = self
+            .next(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/agents/events",
+            )
+            .await;
+        let out = (
+            c.body["type"].as_str().unwrap_or_default().to_string(),
+            c.body["reason"].as_str().unwrap_or_default().to_string(),
+            c.body["note"].as_str().unwrap_or_default().to_string(),
+        );
+        let mut b = c.body.clone();
+        b["metadata"]["name"] = json!("ev");
+        c.reply(StatusCode::CREATED, &b);
+        out
+    }
+
+    async fn trust_cm(&mut self) -> Value {
+        let c = self
+            .next(
+                Method::PATCH,
+                "/api/v1/namespaces/agents/configmaps/mcptrust-lab-trust",
+            )
+            .await;
+        let body = c.body.clone();
+        c.echo();
+        body
+    }
+
+    async fn status(&mut self) -> Value {
+        let c = self
+            .next(
+                Method::PATCH,
+                "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/lab/status",
+            )
+            .await;
+        assert_eq!(
+            (c.method.clone(), c.path.as_str()),
+            (
+                Method::PATCH,
+                "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/lab/status"
+            )
+        );
+        let status = c.body["status"].clone();
+        let reply = json!({"apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+            "metadata": {"name": "lab", "namespace": "agents"}, "spec": {}, "status": status});
+        c.reply(StatusCode::OK, &reply);
+        status
+    }
+}
+
+fn context() -> (Arc<Context>, Api) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let config = ControllerConfig {
+        operator_namespace: "mcptrust".into(),
+        ca_secret_name: "mcptrust-federation-ca".into(),
+        ca_user_supplied: false,
+        ca_validity_secs: 0,
+        default_cas_pem: String::new(),
+        default_include_system_roots: false,
+        default_config_map: "mcptrust-trust".into(),
+        egress: Default::default(),
+    };
+    let ctx = Context::new(
+        Client::new(service, "default"),
+        config,
+        ControllerMetrics::default(),
+        Arc::new(|| NOW),
+        "t",
+    );
+    (Arc::new(ctx), Api(handle))
+}
+
+fn lab(url: &str, trust: Value, status: Option<Value>) -> McpServer {
+    let mut v = json!({
+        "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+        "metadata": {"name": "lab", "namespace": "agents", "uid": "1b2c", "generation": 1},
+        "spec": {"transport": "streamable-http", "endpoint": {"url": url}, "trust": trust}
+    });
+    if let Some(s) = status {
+        v["status"] = s;
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn condition<'a>(status: &'a Value, t: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .unwrap_or_else(|| panic!("no {t} in {status}"))
+}
+
+#[tokio::test]
+async fn self_signed_server_is_pinned_then_verified() {
+    let leaf = self_signed("lab-notes", &["localhost", "127.0.0.1"]);
+    let server = serve(Some(server_config(&leaf, None, false)), |_| {
+        streamable_mcp(Answer::Json)
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/mcp", server.port());
+    let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true});
+
+    // First pass: nothing to trust yet; the probe captures and verifies the certificate.
+    let (ctx, mut api) = context();
+    let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust.clone(), None)), ctx));
+    let (kind, reason, note) = api.event().await;
+    assert_eq!((kind.as_str(), reason.as_str()), ("Normal", "Pinned"));
+    assert!(note.contains(&leaf.sha256), "{note}");
+    let status = api.status().await;
+    assert_eq!(status["pinnedSha256"], leaf.sha256.as_str());
+    assert!(
+        status["pinnedCertificate"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert_eq!(condition(&status, "EndpointVerified")["reason"], "Pinned");
+    assert_eq!(
+        condition(&status, "TrustBundleReady")["reason"],
+        "AwaitingPin"
+    );
+    assert_eq!(status["endpoint"]["peer"]["selfSigned"], true);
+    let action = task.await.unwrap().unwrap();
+    assert!(
+        format!("{action:?}").contains("1s"),
+        "rebuild the bundle at once: {action:?}"
+    );
+
+    // Second pass with that status: the bundle holds the pinned certificate and the probe,
+    // pinned to its fingerprint, verifies the endpoint and its MCP initialize answer.
+    let (ctx, mut api) = context();
+    let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, Some(status))), ctx));
+    let cm = api.trust_cm().await;
+    assert_eq!(
+        cm["data"]["ca.pem"].as_str().unwrap().trim(),
+        leaf.cert_pem.trim()
+    );
+    let status = api.status().await;
+    for t in ["TrustBundleReady", "EndpointVerified", "Ready"] {
+        assert_eq!(condition(&status, t)["status"], "True", "{t}: {status}");
+    }
+    assert_eq!(condition(&status, "EndpointVerified")["reason"], "Verified");
+    assert_eq!(status["endpoint"]["tlsVersion"], "TLSv1.3");
+    assert!(status["endpoint"]["protocolVersion"].is_string());
+    assert!(
+        status["endpoint"]["serverInfo"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn pinned_certificate_that_changes_is_not_repinned() {
+    let old = self_signed("lab-notes", &["localhost", "127.0.0.1"]);
+    let new = self_signed("lab-notes", &["localhost", "127.0.0.1"]);
+    let server = serve(Some(server_config(&new, None, false)), |_| {
+        streamable_mcp(Answer::Json)
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/mcp", server.port());
+    let pinned = json!({"pinnedSha256": old.sha256, "pinnedCertificate": old.cert_pem,
+                        "observedGeneration": 1,
+                        "trustBundle": {"configMapName": "mcptrust-lab-trust", "sha256": "x", "certificates": 1}});
+    let (ctx, mut api) = context();
+    let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true});
+    let task = tokio::spawn(reconcile(
+        Arc::new(lab(&url, trust, Some(pinned.clone()))),
+        ctx,
+    ));
+    api.trust_cm().await;
+    let (kind, reason, note) = api.event().await;
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        ("Warning", "PinnedCertificateChanged")
+    );
+    assert!(
+        note.contains(&old.sha256) && note.contains(&new.sha256),
+        "old and new fingerprints: {note}"
+    );
+    let status = api.status().await;
+    assert_eq!(
+        status["pinnedSha256"],
+        old.sha256.as_str(),
+        "not re-pinned silently"
+    );
+    assert_eq!(condition(&status, "EndpointVerified")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    task.await.unwrap().unwrap();
+
+    // The user re-pins deliberately with spec.trust.pinnedSha256.
+    let (ctx, mut api) = context();
+    let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true, "pinnedSha256": new.sha256});
+    let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, Some(pinned))), ctx));
+    api.trust_cm().await;
+    let (_, reason, _) = api.event().await;
+    assert_eq!(reason, "Pinned");
+    let status = api.status().await;
+    assert_eq!(status["pinnedSha256"], new.sha256.as_str());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn forged_self_signed_certificate_is_refused() {
+    // Subject == issuer, but signed by another key: it only claims to be self-signed.
+    let forger = Ca::new("lab-notes");
+    let forged = forger.server_leaf_with(&["localhost", "127.0.0.1"], |p| {
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "lab-notes");
+    });
+    let server = serve(Some(server_config(&forged, None, false)), |_| {
+        streamable_mcp(Answer::Json)
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/mcp", server.port());
+    let (ctx, mut api) = context();
+    let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true});
+    let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, None)), ctx));
+    let status = api.status().await;
+    assert!(
+        status.get("pinnedSha256").is_none(),
+        "never pinned: {status}"
+    );
+    let c = condition(&status, "EndpointVerified");
+    assert_eq!(c["status"], "False");
+    assert_eq!(c["reason"], "UnknownAuthority");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not verify"),
+        "{c}"
+    );
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn unknown_authority_names_the_missing_issuer() {
+    let corp = Ca::new("Corp Internal CA");
+    let leaf = corp.server_leaf(&["localhost", "127.0.0.1"]);
+    let server = serve(Some(server_config(&leaf, None, false)), |_| {
+        streamable_mcp(Answer::Json)
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/mcp", server.port());
+    let other = Ca::new("Some Other CA");
+    let (ctx, mut api) = context();
+    let trust = json!({"includeSystemRoots": false, "sources": [{"configMap": {"name": "ca"}}]});
+    let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust.clone(), None)), ctx));
+    api.next(Method::GET, "/api/v1/namespaces/agents/configmaps/ca")
+        .await
+        .reply(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "agents"}, "data": {"ca.crt": other.pem}}));
+    api.trust_cm().await;
+    let (kind, reason, note) = api.event().await;
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        ("Warning", "UnknownAuthority")
+    );
+    assert!(note.contains("Corp Internal CA"), "{note}");
+    let status = api.status().await;
+    assert_eq!(
+        condition(&status, "EndpointVerified")["reason"],
+        "UnknownAuthority"
+    );
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("EndpointVerified:"),
+        "{ready}"
+    );
+    task.await.unwrap().unwrap();
+
+    // With the right CA in the source, the same endpoint is verified.
+    let (ctx, mut api) = context();
+    let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, None)), ctx));
+    api.next(Method::GET, "/api/v1/namespaces/agents/configmaps/ca")
+        .await
+        .reply(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "agents"}, "data": {"ca.crt": corp.pem}}));
+    api.trust_cm().await;
+    let status = api.status().await;
+    assert_eq!(condition(&status, "EndpointVerified")["reason"], "Verified");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    task.await.unwrap().unwrap();
+}
