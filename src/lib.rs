@@ -10,7 +10,14 @@
 //!   webhook and `mcptrust inject`;
 //! - [`webhook`]: the axum admission server (AdmissionReview v1 over rustls);
 //! - [`tls`]: a rustls `ServerConfig` whose certificate is hot-swapped on file change and SIGHUP;
-//! - [`admin`] and [`metrics`]: the plain-HTTP `/livez`, `/readyz` and `/metrics` port.
+//! - [`admin`] and [`metrics`]: the plain-HTTP `/livez`, `/readyz` and `/metrics` port;
+//! - [`controller`]: the McpServer controller (bundles, certificates, endpoint probing,
+//!   egress, rotation, status) and the webhook's cluster view;
+//! - [`probe`]: endpoint diagnosis shared by `mcptrust probe` and the controller;
+//! - [`operator`]: `mcptrust run`, wiring controller, webhook and admin port together;
+//! - [`cli`] and [`telemetry`]: the command line and logging.
+
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod api;

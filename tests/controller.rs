@@ -1,125 +1,28 @@
 //! Controller scenarios against kube's mock API service (tower-test), in the
-//! `ApiServerVerifier` style of kube-rs controller-rs: every request the reconciler makes is
-//! asserted in order (method, path with field manager, body), and answered as the API
-//! server would. Issued certificates are then used for a real rustls mTLS handshake.
+//! `ApiServerVerifier` style of kube-rs controller-rs (the shared `tests/mock_api`): every
+//! request the reconciler makes is asserted in order (method, path with field manager,
+//! body), and answered as the API server would. Issued certificates are then used for a
+//! real rustls mTLS handshake.
+
+mod mock_api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
+use http::Method;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::client::Body;
 use mcptrust::api::McpServer;
-use mcptrust::controller::{Context, ControllerConfig, ControllerMetrics, reconcile::reconcile};
+use mcptrust::controller::{Context, ControllerConfig, reconcile::reconcile};
 use mcptrust::pki::issue::{CertificateAuthority, LeafRequest, Usage};
+use mock_api::{Verifier, condition, controller_config, decode};
 use serde_json::{Value, json};
-use tower_test::mock::{Handle, SendResponse};
 
 /// 2026-11-21T00:00:00Z.
 const NOW: i64 = 1_795_219_200;
 const DAY: i64 = 86_400;
-
-type Mock = Handle<Request<Body>, Response<Body>>;
-
-struct Verifier {
-    handle: Mock,
-}
-
-struct Call {
-    method: Method,
-    uri: String,
-    body: Value,
-    send: SendResponse<Response<Body>>,
-}
-
-impl Call {
-    fn reply(self, status: StatusCode, body: &Value) {
-        self.send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(body).expect("json")))
-                .expect("response"),
-        );
-    }
-    fn ok(self, body: &Value) {
-        self.reply(StatusCode::OK, body)
-    }
-    /// Answers with the request body (as an apply or create would).
-    fn echo(self) {
-        let body = self.body.clone();
-        self.ok(&body)
-    }
-    /// Answers a status apply with the whole McpServer.
-    fn status_ok(self) {
-        let body = json!({"apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
-            "metadata": {"name": "github", "namespace": "agents"}, "spec": {}, "status": self.body["status"]});
-        self.ok(&body)
-    }
-    fn not_found(self) {
-        self.reply(
-            StatusCode::NOT_FOUND,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-        )
-    }
-}
-
-impl Verifier {
-    async fn next(&mut self) -> Call {
-        let (req, send) = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            self.handle.next_request(),
-        )
-        .await
-        .expect("the reconciler stopped calling the API")
-        .expect("service not called");
-        let method = req.method().clone();
-        let uri = req.uri().to_string();
-        let bytes = req.into_body().collect_bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("json body")
-        };
-        Call {
-            method,
-            uri,
-            body,
-            send,
-        }
-    }
-
-    /// Next call; asserts its method and that its URI starts with `path` and contains each of
-    /// `query` (e.g. `fieldManager=mcptrust-trust`).
-    async fn expect(&mut self, method: Method, path: &str, query: &[&str]) -> Call {
-        let call = self.next().await;
-        assert_eq!(call.method, method, "method of {}", call.uri);
-        let (p, q) = call.uri.split_once('?').unwrap_or((call.uri.as_str(), ""));
-        assert_eq!(p, path, "path");
-        for want in query {
-            assert!(q.contains(want), "{} lacks {want}", call.uri);
-        }
-        call
-    }
-
-    /// An event on the McpServer; returns its reason and note.
-    async fn expect_event(&mut self, ns: &str) -> (String, String) {
-        let call = self
-            .expect(
-                Method::POST,
-                &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
-                &[],
-            )
-            .await;
-        let reason = call.body["reason"].as_str().unwrap_or_default().to_string();
-        let note = call.body["note"].as_str().unwrap_or_default().to_string();
-        assert_eq!(call.body["regarding"]["kind"], "McpServer");
-        let mut body = call.body.clone();
-        body["metadata"]["name"] = json!("ev");
-        call.reply(StatusCode::CREATED, &body);
-        (reason, note)
-    }
-}
+const FEDERATION_CA: &str = "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca";
+const SERVER_TLS: &str = "/api/v1/namespaces/agents/secrets/github-server-tls";
+const SOURCE_CM: &str = "/api/v1/namespaces/agents/configmaps/corp-proxy-ca";
 
 /// A prober that records what it was asked and answers "verified" (these scenarios'
 /// endpoints are cluster names; `tests/endpoint.rs` probes real servers).
@@ -151,28 +54,13 @@ fn context(clock: i64) -> (Arc<Context>, Verifier) {
 }
 
 fn context_with_prober(clock: i64) -> (Arc<Context>, Verifier, Arc<StubProber>) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
     let config = ControllerConfig {
-        operator_namespace: "mcptrust".into(),
-        ca_secret_name: "mcptrust-federation-ca".into(),
-        ca_user_supplied: false,
         ca_validity_secs: 3650 * DAY,
-        default_cas_pem: String::new(),
-        default_include_system_roots: false,
-        default_config_map: "mcptrust-trust".into(),
-        egress: Default::default(),
+        ..controller_config()
     };
+    let (ctx, api) = mock_api::context(config, clock);
     let prober = Arc::new(StubProber::default());
-    let ctx = Context::new(
-        client,
-        config,
-        ControllerMetrics::default(),
-        Arc::new(move || clock),
-        "test",
-    )
-    .with_prober(prober.clone());
-    (Arc::new(ctx), Verifier { handle }, prober)
+    (Arc::new(ctx.with_prober(prober.clone())), api, prober)
 }
 
 fn private_ca(cn: &str) -> CertificateAuthority {
@@ -203,37 +91,12 @@ fn secret_json(s: &Secret) -> Value {
 }
 
 fn ca_secret(ca: &CertificateAuthority) -> Value {
-    let s = mcptrust::controller::build_ca_secret(
-        &ControllerConfig {
-            operator_namespace: "mcptrust".into(),
-            ca_secret_name: "mcptrust-federation-ca".into(),
-            ca_user_supplied: false,
-            ca_validity_secs: 0,
-            default_cas_pem: String::new(),
-            default_include_system_roots: false,
-            default_config_map: String::new(),
-            egress: Default::default(),
-        },
-        ca,
-    );
+    let config = ControllerConfig {
+        default_config_map: String::new(),
+        ..controller_config()
+    };
+    let s = mcptrust::controller::build_ca_secret(&config, ca);
     secret_json(&s)
-}
-
-fn decode(secret_body: &Value, key: &str) -> Vec<u8> {
-    use base64::Engine;
-    let b64 = secret_body["data"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("{key} missing"));
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .expect("base64")
-}
-
-fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
 fn leaf_info(pem: &[u8]) -> (Vec<String>, Vec<String>, String) {
@@ -288,13 +151,9 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
     let obj = Arc::new(server(mtls_spec(), None));
     let task = tokio::spawn(reconcile(obj, ctx));
 
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/agents/configmaps/corp-proxy-ca",
-        &[],
-    )
-    .await
-    .ok(&source_cm(&corp.cert_pem));
+    api.expect(Method::GET, SOURCE_CM, &[])
+        .await
+        .ok(&source_cm(&corp.cert_pem));
 
     let cm = api
         .expect(
@@ -333,34 +192,23 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
     cm.echo();
 
     // The federation CA: absent, so created once.
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
-        &[],
-    )
-    .await
-    .not_found();
+    api.expect(Method::GET, FEDERATION_CA, &[])
+        .await
+        .not_found();
     let created = api
         .expect(Method::POST, "/api/v1/namespaces/mcptrust/secrets", &[])
         .await;
     assert_eq!(created.body["type"], "kubernetes.io/tls");
     let fed_ca_pem = String::from_utf8(decode(&created.body, "tls.crt")).expect("utf8");
     assert!(!decode(&created.body, "tls.key").is_empty());
-    let body = created.body.clone();
-    created.reply(StatusCode::CREATED, &body);
+    created.created();
 
     // Server certificate.
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/agents/secrets/github-server-tls",
-        &[],
-    )
-    .await
-    .not_found();
+    api.expect(Method::GET, SERVER_TLS, &[]).await.not_found();
     let srv = api
         .expect(
             Method::PATCH,
-            "/api/v1/namespaces/agents/secrets/github-server-tls",
+            SERVER_TLS,
             &["fieldManager=mcptrust-certificates", "force=true"],
         )
         .await;
@@ -383,7 +231,7 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
     );
     let server_secret = srv.body.clone();
     srv.echo();
-    let (reason, note) = api.expect_event("agents").await;
+    let (_, reason, note) = api.expect_event("agents").await;
     assert_eq!(reason, "Issued");
     assert!(
         note.contains("DoesNotExist") && note.contains("agents/github-server-tls"),
@@ -415,16 +263,10 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
     assert_eq!(eku, "clientAuth");
     let client_secret = cli.body.clone();
     cli.echo();
-    assert_eq!(api.expect_event("agents").await.0, "Issued");
+    assert_eq!(api.expect_event("agents").await.1, "Issued");
 
     // One status apply.
-    let st = api
-        .expect(
-            Method::PATCH,
-            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
-            &["fieldManager=mcptrust-status", "force=true"],
-        )
-        .await;
+    let st = api.expect_status_apply("agents", "github").await;
     let status = &st.body["status"];
     let status_seen = Some(status.clone());
     assert_eq!(st.body["kind"], "McpServer");
@@ -566,23 +408,11 @@ async fn missing_source_is_a_condition_not_an_error() {
     let (ctx, mut api) = context(NOW);
     let spec = json!({"transport": "stdio", "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]}});
     let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/agents/configmaps/corp-proxy-ca",
-        &[],
-    )
-    .await
-    .not_found();
-    let (reason, note) = api.expect_event("agents").await;
+    api.expect(Method::GET, SOURCE_CM, &[]).await.not_found();
+    let (_, reason, note) = api.expect_event("agents").await;
     assert_eq!(reason, "SourceNotFound");
     assert!(note.contains("ConfigMap agents/corp-proxy-ca"), "{note}");
-    let st = api
-        .expect(
-            Method::PATCH,
-            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
-            &["fieldManager=mcptrust-status"],
-        )
-        .await;
+    let st = api.expect_status_apply("agents", "github").await;
     let c = condition(&st.body["status"], "TrustBundleReady");
     assert_eq!(c["status"], "False");
     assert_eq!(c["reason"], "SourceNotFound");
@@ -613,19 +443,12 @@ async fn missing_key_names_the_keys_present() {
     api.expect(Method::GET, "/api/v1/namespaces/agents/secrets/proxy-ca", &[])
         .await
         .ok(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-ca", "namespace": "agents"}, "data": {"ca.crt": "Zm9v"}}));
-    let (_, note) = api.expect_event("agents").await;
+    let (_, _, note) = api.expect_event("agents").await;
     assert!(
         note.contains("has no key \"ca.pem\"") && note.contains("ca.crt"),
         "{note}"
     );
-    let st = api
-        .expect(
-            Method::PATCH,
-            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
-            &[],
-        )
-        .await;
-    st.status_ok();
+    api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
 }
 
@@ -665,21 +488,31 @@ fn server_only_spec() -> Value {
     })
 }
 
+/// The source ConfigMap read (holding `corp`) and the trust ConfigMap apply.
 async fn expect_bundle(api: &mut Verifier, corp: &CertificateAuthority) {
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/agents/configmaps/corp-proxy-ca",
-        &[],
-    )
-    .await
-    .ok(&source_cm(&corp.cert_pem));
-    api.expect(
-        Method::PATCH,
-        "/api/v1/namespaces/agents/configmaps/mcptrust-github-trust",
-        &["fieldManager=mcptrust-trust"],
-    )
-    .await
-    .echo();
+    api.expect(Method::GET, SOURCE_CM, &[])
+        .await
+        .ok(&source_cm(&corp.cert_pem));
+    api.expect_trust("agents", "github").await;
+}
+
+/// [`expect_bundle`], then the reads of the federation CA (`fed`) and of the server
+/// certificate Secret (`secret`, or absent).
+async fn expect_bundle_ca_and_secret(
+    api: &mut Verifier,
+    corp: &CertificateAuthority,
+    fed: &CertificateAuthority,
+    secret: Option<&Value>,
+) {
+    expect_bundle(api, corp).await;
+    api.expect(Method::GET, FEDERATION_CA, &[])
+        .await
+        .ok(&ca_secret(fed));
+    let get = api.expect(Method::GET, SERVER_TLS, &[]).await;
+    match secret {
+        Some(s) => get.ok(s),
+        None => get.not_found(),
+    }
 }
 
 async fn certificate_scenario(
@@ -691,44 +524,19 @@ async fn certificate_scenario(
     let (ctx, mut api) = context(now);
     let corp = private_ca("Corp Proxy CA");
     let task = tokio::spawn(reconcile(Arc::new(server(server_only_spec(), None)), ctx));
-    expect_bundle(&mut api, &corp).await;
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
-        &[],
-    )
-    .await
-    .ok(&ca_secret(fed));
-    let get = api
-        .expect(
-            Method::GET,
-            "/api/v1/namespaces/agents/secrets/github-server-tls",
-            &[],
-        )
-        .await;
-    match secret {
-        Some(s) => get.ok(&s),
-        None => get.not_found(),
-    }
+    expect_bundle_ca_and_secret(&mut api, &corp, fed, secret.as_ref()).await;
     let patch = api
         .expect(
             Method::PATCH,
-            "/api/v1/namespaces/agents/secrets/github-server-tls",
+            SERVER_TLS,
             &["fieldManager=mcptrust-certificates"],
         )
         .await;
     let written = patch.body.clone();
     patch.echo();
-    let (_, note) = api.expect_event("agents").await;
+    let (_, _, note) = api.expect_event("agents").await;
     assert!(note.contains(want_reason), "{want_reason} not in {note}");
-    let st = api
-        .expect(
-            Method::PATCH,
-            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
-            &[],
-        )
-        .await;
-    st.status_ok();
+    api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
     written
 }
@@ -796,30 +604,8 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
     // First pass: learn the status the controller computes.
     let (ctx, mut api) = context(NOW);
     let task = tokio::spawn(reconcile(Arc::new(server(server_only_spec(), None)), ctx));
-    expect_bundle(&mut api, &corp).await;
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
-        &[],
-    )
-    .await
-    .ok(&ca_secret(&fed));
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/agents/secrets/github-server-tls",
-        &[],
-    )
-    .await
-    .ok(&current);
-    let st = api
-        .expect(
-            Method::PATCH,
-            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
-            &[],
-        )
-        .await;
-    let status = st.body["status"].clone();
-    st.status_ok();
+    expect_bundle_ca_and_secret(&mut api, &corp, &fed, Some(&current)).await;
+    let status = api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
     assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
 
@@ -830,27 +616,11 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
         Arc::new(server(server_only_spec(), Some(status.clone()))),
         ctx,
     ));
-    expect_bundle(&mut api, &corp).await;
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
-        &[],
-    )
-    .await
-    .ok(&ca_secret(&fed));
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/agents/secrets/github-server-tls",
-        &[],
-    )
-    .await
-    .ok(&current);
+    expect_bundle_ca_and_secret(&mut api, &corp, &fed, Some(&current)).await;
     task.await.expect("join").expect("reconcile");
-    // The reconciler is done and dropped its client: no further request was made.
-    assert!(
-        api.handle.next_request().await.is_none(),
-        "no status write when nothing changed"
-    );
+    // The reconciler is done and dropped its client: no further request was made (no
+    // status write when nothing changed).
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -891,7 +661,7 @@ async fn rotation_rolls_selected_workloads() {
     assert_eq!(hash.len(), 16);
     assert_eq!(roll.body["kind"], "Deployment");
     roll.ok(&deployment("github-mcp", "github-mcp"));
-    let (reason, note) = api.expect_event("agents").await;
+    let (_, reason, note) = api.expect_event("agents").await;
     assert_eq!(reason, "RollingRestart");
     assert!(note.contains("Deployment/github-mcp"), "{note}");
     api.expect(
@@ -908,13 +678,7 @@ async fn rotation_rolls_selected_workloads() {
     )
     .await
     .ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": []}));
-    let st = api
-        .expect(
-            Method::PATCH,
-            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
-            &[],
-        )
-        .await;
+    let st = api.expect_status_apply("agents", "github").await;
     assert_ne!(st.body["status"]["trustBundle"]["sha256"], "00".repeat(32));
     st.status_ok();
     task.await.expect("join").expect("reconcile");
@@ -927,37 +691,20 @@ async fn federation_ca_race_reads_the_winner() {
     let spec = json!({"endpoint": {"url": "https://github-mcp.agents.svc/mcp"}, "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]}, "mtls": {}});
     let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
     expect_bundle(&mut api, &private_ca("Corp Proxy CA")).await;
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
-        &[],
-    )
-    .await
-    .not_found();
+    api.expect(Method::GET, FEDERATION_CA, &[])
+        .await
+        .not_found();
     api.expect(Method::POST, "/api/v1/namespaces/mcptrust/secrets", &[])
         .await
-        .reply(StatusCode::CONFLICT, &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}));
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/mcptrust/secrets/mcptrust-federation-ca",
-        &[],
-    )
-    .await
-    .ok(&ca_secret(&fed));
-    api.expect(
-        Method::GET,
-        "/api/v1/namespaces/agents/secrets/github-server-tls",
-        &[],
-    )
-    .await
-    .not_found();
-    let srv = api
-        .expect(
-            Method::PATCH,
-            "/api/v1/namespaces/agents/secrets/github-server-tls",
-            &[],
-        )
-        .await;
+        .conflict(
+            "AlreadyExists",
+            "secrets \"mcptrust-federation-ca\" already exists",
+        );
+    api.expect(Method::GET, FEDERATION_CA, &[])
+        .await
+        .ok(&ca_secret(&fed));
+    api.expect(Method::GET, SERVER_TLS, &[]).await.not_found();
+    let srv = api.expect(Method::PATCH, SERVER_TLS, &[]).await;
     assert_eq!(
         String::from_utf8(decode(&srv.body, "ca.crt")).expect("utf8"),
         fed.cert_pem,
@@ -965,39 +712,19 @@ async fn federation_ca_race_reads_the_winner() {
     );
     srv.echo();
     api.expect_event("agents").await;
-    let st = api
-        .expect(
-            Method::PATCH,
-            "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/github/status",
-            &[],
-        )
-        .await;
-    st.status_ok();
+    api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
 }
 
 #[tokio::test]
 async fn opted_in_namespace_gets_the_default_bundle() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let mut api = Verifier { handle };
     let proxy_ca = private_ca("OpenShell Proxy CA");
     let config = ControllerConfig {
-        operator_namespace: "mcptrust".into(),
-        ca_secret_name: "mcptrust-federation-ca".into(),
-        ca_user_supplied: false,
-        ca_validity_secs: 0,
         default_cas_pem: proxy_ca.cert_pem.clone(),
         default_include_system_roots: true,
-        default_config_map: "mcptrust-trust".into(),
-        egress: Default::default(),
+        ..controller_config()
     };
-    let ctx = Arc::new(Context::new(
-        Client::new(service, "default"),
-        config,
-        ControllerMetrics::default(),
-        Arc::new(|| NOW),
-        "t",
-    ));
+    let (ctx, mut api) = mock_api::context(config, NOW);
     let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "sandboxes", "labels": {"mcptrust.io/injection": "enabled"}}
@@ -1005,7 +732,7 @@ async fn opted_in_namespace_gets_the_default_bundle() {
     .expect("ns");
     let task = tokio::spawn(mcptrust::controller::namespaces::reconcile(
         Arc::new(ns),
-        ctx,
+        Arc::new(ctx),
     ));
     let cm = api
         .expect(

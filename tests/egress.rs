@@ -1,28 +1,29 @@
 //! Egress policy per McpServer (issue 7, seed 004): strict validation of
 //! `spec.egress.allow` against a hostile corpus (and agreement with the CRD's CEL rule),
 //! the pure NetworkPolicy and allow-list builders, the pod annotation, and mock-API
-//! scenarios for each mode in the `ApiServerVerifier` style of `tests/controller.rs`
-//! (every request asserted in order).
+//! scenarios for each mode in the `ApiServerVerifier` style (the shared `tests/mock_api`:
+//! every request asserted in order).
+
+mod mock_api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
+use http::Method;
 use ipnet::IpNet;
-use kube::Client;
 use kube::CustomResourceExt;
-use kube::client::Body;
+use kube::runtime::controller::Action;
 use mcptrust::api::{EgressMode, McpServer};
 use mcptrust::controller::egress::{
     self, EgressDefaults, EgressEntry, EntryError, allowlist_text, network_policy, parse_entry,
     proxy_plan, squid_conf, validate_entries,
 };
-use mcptrust::controller::{Context, ControllerConfig, ControllerMetrics, reconcile::reconcile};
+use mcptrust::controller::{ControllerConfig, reconcile::reconcile};
 use mcptrust::inject::{
     ANNOTATION_EGRESS_MODE, EgressConfig, InjectConfig, Injection, ProxyConfig, inject,
 };
+use mock_api::{Call, Verifier, condition, controller_config};
 use serde_json::{Value, json};
-use tower_test::mock::{Handle, SendResponse};
 
 /// 2026-11-21T00:00:00Z.
 const NOW: i64 = 1_795_219_200;
@@ -717,116 +718,10 @@ fn injected_pods_carry_the_egress_mode() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Mock-API scenarios (the Verifier of tests/controller.rs).
+// Mock-API scenarios (the shared Verifier of tests/mock_api).
 
-type Mock = Handle<Request<Body>, Response<Body>>;
-
-struct Verifier {
-    handle: Mock,
-}
-
-struct Call {
-    method: Method,
-    uri: String,
-    body: Value,
-    send: SendResponse<Response<Body>>,
-}
-
-impl Call {
-    fn reply(self, status: StatusCode, body: &Value) {
-        self.send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(body).expect("json")))
-                .expect("response"),
-        );
-    }
-    /// Answers with the request body (as an apply would).
-    fn echo(self) {
-        let body = self.body.clone();
-        self.reply(StatusCode::OK, &body)
-    }
-    /// Answers a status apply with the McpServer carrying that status.
-    fn status_ok(self, server: &McpServer) {
-        let mut body = serde_json::to_value(server).expect("server");
-        body["status"] = self.body["status"].clone();
-        self.reply(StatusCode::OK, &body)
-    }
-    fn not_found(self) {
-        self.reply(
-            StatusCode::NOT_FOUND,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-        )
-    }
-}
-
+/// The egress writes, on top of the shared [`Verifier`].
 impl Verifier {
-    async fn next(&mut self) -> Call {
-        let (req, send) = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            self.handle.next_request(),
-        )
-        .await
-        .expect("the reconciler stopped calling the API")
-        .expect("service not called");
-        let method = req.method().clone();
-        let uri = req.uri().to_string();
-        let bytes = req.into_body().collect_bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("json body")
-        };
-        Call {
-            method,
-            uri,
-            body,
-            send,
-        }
-    }
-
-    /// Next call; asserts its method, path and query parts.
-    async fn expect(&mut self, method: Method, path: &str, query: &[&str]) -> Call {
-        let call = self.next().await;
-        assert_eq!(call.method, method, "method of {}", call.uri);
-        let (p, q) = call.uri.split_once('?').unwrap_or((call.uri.as_str(), ""));
-        assert_eq!(p, path, "path");
-        for want in query {
-            assert!(q.contains(want), "{} lacks {want}", call.uri);
-        }
-        call
-    }
-
-    /// An event on the McpServer; returns its type, reason and note.
-    async fn expect_event(&mut self) -> (String, String, String) {
-        let call = self
-            .expect(
-                Method::POST,
-                "/apis/events.k8s.io/v1/namespaces/agents/events",
-                &[],
-            )
-            .await;
-        let type_ = call.body["type"].as_str().unwrap_or_default().to_string();
-        let reason = call.body["reason"].as_str().unwrap_or_default().to_string();
-        let note = call.body["note"].as_str().unwrap_or_default().to_string();
-        assert_eq!(call.body["regarding"]["kind"], "McpServer");
-        let mut body = call.body.clone();
-        body["metadata"]["name"] = json!("ev");
-        call.reply(StatusCode::CREATED, &body);
-        (type_, reason, note)
-    }
-
-    /// The trust ConfigMap (system roots only, no sources: no reads).
-    async fn expect_trust(&mut self, name: &str) {
-        self.expect(
-            Method::PATCH,
-            &format!("/api/v1/namespaces/agents/configmaps/mcptrust-{name}-trust"),
-            &["fieldManager=mcptrust-trust"],
-        )
-        .await
-        .echo();
-    }
-
     async fn expect_allowlist(&mut self, name: &str) -> Value {
         let call = self
             .expect(
@@ -858,58 +753,35 @@ impl Verifier {
         body
     }
 
-    async fn expect_status(&mut self, server: &McpServer) -> Value {
-        let call = self
-            .expect(
-                Method::PATCH,
-                &format!(
-                    "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/{}/status",
-                    server.metadata.name.as_deref().unwrap_or_default()
-                ),
-                &["fieldManager=mcptrust-status", "force=true"],
-            )
-            .await;
-        let status = call.body["status"].clone();
-        call.status_ok(server);
-        status
-    }
-
-    /// The reconciler is done and dropped its client: no further request.
-    async fn expect_done(mut self) {
-        assert!(
-            self.handle.next_request().await.is_none(),
-            "an unexpected API call"
-        );
+    /// The DELETE of the egress NetworkPolicy, unanswered.
+    async fn expect_policy_delete(&mut self, name: &str) -> Call {
+        self.expect(
+            Method::DELETE,
+            &format!(
+                "/apis/networking.k8s.io/v1/namespaces/agents/networkpolicies/mcptrust-{name}-egress"
+            ),
+            &[],
+        )
+        .await
     }
 }
 
-fn context(egress: EgressDefaults) -> (Arc<Context>, Verifier) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+type Reconcile = tokio::task::JoinHandle<mcptrust::controller::Result<Action>>;
+
+/// Reconciles `s` in the background, with system roots by default and the operator's
+/// egress defaults `egress`, against a fresh mock API; expects its first request, the trust
+/// ConfigMap apply (system roots only, no sources: no reads).
+async fn start(egress: EgressDefaults, s: &McpServer) -> (Reconcile, Verifier) {
     let config = ControllerConfig {
-        operator_namespace: "mcptrust".into(),
-        ca_secret_name: "mcptrust-federation-ca".into(),
-        ca_user_supplied: false,
-        ca_validity_secs: 0,
-        default_cas_pem: String::new(),
         default_include_system_roots: true,
-        default_config_map: "mcptrust-trust".into(),
         egress,
+        ..controller_config()
     };
-    let ctx = Context::new(
-        Client::new(service, "default"),
-        config,
-        ControllerMetrics::default(),
-        Arc::new(|| NOW),
-        "test",
-    );
-    (Arc::new(ctx), Verifier { handle })
-}
-
-fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+    let (ctx, mut api) = mock_api::context(config, NOW);
+    let task = tokio::spawn(reconcile(Arc::new(s.clone()), Arc::new(ctx)));
+    let name = s.metadata.name.as_deref().expect("name");
+    api.expect_trust("agents", name).await;
+    (task, api)
 }
 
 fn message(c: &Value) -> &str {
@@ -924,14 +796,12 @@ const ALLOW: &[&str] = &[
 
 #[tokio::test]
 async fn enforce_with_cidr_and_hostname_entries_and_a_proxy() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     let s = server(
         "sandbox-tools",
         egress_spec("Enforce", ALLOW, Some("http://10.200.0.1:3128")),
         None,
     );
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
     let cm = api.expect_allowlist("sandbox-tools").await;
     assert_eq!(
         cm["data"]["allowlist.txt"],
@@ -962,13 +832,13 @@ async fn enforce_with_cidr_and_hostname_entries_and_a_proxy() {
         np["metadata"]["ownerReferences"][0]["name"],
         "sandbox-tools"
     );
-    let (type_, reason, note) = api.expect_event().await;
+    let (type_, reason, note) = api.expect_event("agents").await;
     assert_eq!(
         (type_.as_str(), reason.as_str()),
         ("Normal", "EgressEnforced")
     );
     assert!(note.contains("mcptrust-sandbox-tools-egress"), "{note}");
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(c["status"], "True", "{c}");
     assert_eq!(c["reason"], "Enforced");
@@ -985,14 +855,12 @@ async fn enforce_with_cidr_and_hostname_entries_and_a_proxy() {
     api.expect_done().await;
 
     // Second pass with that status: the same applies, no event, no status write.
-    let (ctx, mut api) = context(EgressDefaults::default());
     let s2 = server(
         "sandbox-tools",
         egress_spec("Enforce", ALLOW, Some("http://10.200.0.1:3128")),
         Some(status),
     );
-    let task = tokio::spawn(reconcile(Arc::new(s2), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(EgressDefaults::default(), &s2).await;
     api.expect_allowlist("sandbox-tools").await;
     api.expect_policy("sandbox-tools").await;
     task.await.expect("join").expect("reconcile");
@@ -1001,10 +869,8 @@ async fn enforce_with_cidr_and_hostname_entries_and_a_proxy() {
 
 #[tokio::test]
 async fn enforce_with_hostname_entries_and_no_proxy_fails_closed_and_says_so() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     let s = server("sandbox-tools", egress_spec("Enforce", ALLOW, None), None);
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
     let np = api.expect_policy("sandbox-tools").await;
     assert_eq!(
@@ -1015,13 +881,13 @@ async fn enforce_with_hostname_entries_and_no_proxy_fails_closed_and_says_so() {
         ]),
         "no proxy rule: the hostnames are blocked, not opened"
     );
-    let (type_, reason, note) = api.expect_event().await;
+    let (type_, reason, note) = api.expect_event("agents").await;
     assert_eq!(
         (type_.as_str(), reason.as_str()),
         ("Warning", "HostnameRulesRequireProxy")
     );
     assert!(note.contains("no proxy is configured"), "{note}");
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(c["status"], "False");
     assert_eq!(c["reason"], "HostnameRulesRequireProxy");
@@ -1047,34 +913,30 @@ async fn enforce_with_a_hostname_proxy_needs_selectors() {
         },
         ..Default::default()
     };
-    let (ctx, mut api) = context(d);
     let s = server("sandbox-tools", egress_spec("Enforce", ALLOW, None), None);
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(d, &s).await;
     api.expect_allowlist("sandbox-tools").await;
     api.expect_policy("sandbox-tools").await;
-    let (_, reason, note) = api.expect_event().await;
+    let (_, reason, note) = api.expect_event("agents").await;
     assert_eq!(reason, "HostnameRulesRequireProxy");
     assert!(
         note.contains("a NetworkPolicy cannot allow") && note.contains("egress.proxyPodSelector"),
         "{note}"
     );
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     assert_eq!(condition(&status, "Ready")["status"], "False");
     task.await.expect("join").expect("reconcile");
 
     // With the operator's proxy described by selectors, the same McpServer is Enforced.
-    let (ctx, mut api) = context(selector_defaults());
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(selector_defaults(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
     let np = api.expect_policy("sandbox-tools").await;
     assert_eq!(
         np["spec"]["egress"][1]["to"][0]["podSelector"],
         json!({"matchLabels": {"app": "squid"}})
     );
-    assert_eq!(api.expect_event().await.1, "EgressEnforced");
-    let status = api.expect_status(&s).await;
+    assert_eq!(api.expect_event("agents").await.1, "EgressEnforced");
+    let status = api.expect_status("agents", "sandbox-tools").await;
     assert_eq!(
         condition(&status, "EgressPolicyReady")["reason"],
         "Enforced"
@@ -1085,14 +947,12 @@ async fn enforce_with_a_hostname_proxy_needs_selectors() {
 
 #[tokio::test]
 async fn audit_writes_the_allowlist_only_and_stays_ready() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     let s = server(
         "sandbox-tools",
         egress_spec("Audit", ALLOW, Some("http://10.200.0.1:3128")),
         None,
     );
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
     let cm = api.expect_allowlist("sandbox-tools").await;
     assert_eq!(
         cm["metadata"]["annotations"][ANNOTATION_EGRESS_MODE],
@@ -1104,9 +964,9 @@ async fn audit_writes_the_allowlist_only_and_stays_ready() {
             .unwrap_or_default()
             .contains("spec.egress.mode: Audit")
     );
-    let (type_, reason, _) = api.expect_event().await;
+    let (type_, reason, _) = api.expect_event("agents").await;
     assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "AuditOnly"));
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(c["status"], "False");
     assert_eq!(c["reason"], "AuditOnly");
@@ -1134,32 +994,21 @@ fn enforced_status() -> Value {
 
 #[tokio::test]
 async fn switching_to_audit_deletes_the_policy() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     let s = server(
         "sandbox-tools",
         egress_spec("Audit", ALLOW, None),
         Some(enforced_status()),
     );
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
-    api.expect(
-        Method::DELETE,
-        "/apis/networking.k8s.io/v1/namespaces/agents/networkpolicies/mcptrust-sandbox-tools-egress",
-        &[],
-    )
-    .await
-    .reply(
-        StatusCode::OK,
-        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
-    );
-    let (_, reason, note) = api.expect_event().await;
+    api.expect_policy_delete("sandbox-tools").await.deleted();
+    let (_, reason, note) = api.expect_event("agents").await;
     assert_eq!(reason, "AuditOnly");
     assert!(
         note.contains("NetworkPolicy mcptrust-sandbox-tools-egress was deleted"),
         "{note}"
     );
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     assert_eq!(
         condition(&status, "EgressPolicyReady")["reason"],
         "AuditOnly"
@@ -1168,40 +1017,21 @@ async fn switching_to_audit_deletes_the_policy() {
     api.expect_done().await;
 
     // A policy already gone (404) is fine.
-    let (ctx, mut api) = context(EgressDefaults::default());
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
-    api.expect(
-        Method::DELETE,
-        "/apis/networking.k8s.io/v1/namespaces/agents/networkpolicies/mcptrust-sandbox-tools-egress",
-        &[],
-    )
-    .await
-    .not_found();
-    api.expect_event().await;
-    api.expect_status(&s).await;
+    api.expect_policy_delete("sandbox-tools").await.not_found();
+    api.expect_event("agents").await;
+    api.expect_status("agents", "sandbox-tools").await;
     task.await.expect("join").expect("reconcile");
 }
 
 #[tokio::test]
 async fn removing_spec_egress_deletes_the_policy_and_empties_the_allowlist() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     let mut spec = egress_spec("Enforce", ALLOW, None);
     spec.as_object_mut().expect("obj").remove("egress");
     let s = server("sandbox-tools", spec, Some(enforced_status()));
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
-    api.expect(
-        Method::DELETE,
-        "/apis/networking.k8s.io/v1/namespaces/agents/networkpolicies/mcptrust-sandbox-tools-egress",
-        &[],
-    )
-    .await
-    .reply(
-        StatusCode::OK,
-        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
-    );
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
+    api.expect_policy_delete("sandbox-tools").await.deleted();
     let cm = api
         .expect(
             Method::PATCH,
@@ -1211,18 +1041,15 @@ async fn removing_spec_egress_deletes_the_policy_and_empties_the_allowlist() {
         .await;
     assert_eq!(cm.body["data"]["allowlist.txt"], "");
     assert!(cm.body["metadata"]["annotations"][ANNOTATION_EGRESS_MODE].is_null());
-    cm.reply(
-        StatusCode::OK,
-        &json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "mcptrust-sandbox-tools-egress-allowlist", "namespace": "agents"},
-                "data": {"allowlist.txt": ""}}),
-    );
-    let (type_, reason, _) = api.expect_event().await;
+    cm.ok(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "mcptrust-sandbox-tools-egress-allowlist", "namespace": "agents"},
+            "data": {"allowlist.txt": ""}}));
+    let (type_, reason, _) = api.expect_event("agents").await;
     assert_eq!(
         (type_.as_str(), reason.as_str()),
         ("Normal", "EgressPolicyRemoved")
     );
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(
         (c["status"].as_str(), c["reason"].as_str()),
@@ -1234,20 +1061,18 @@ async fn removing_spec_egress_deletes_the_policy_and_empties_the_allowlist() {
 
 #[tokio::test]
 async fn enforce_without_pod_selector_is_refused() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     let mut spec = egress_spec("Enforce", ALLOW, Some("http://10.200.0.1:3128"));
     spec.as_object_mut().expect("obj").remove("podSelector");
     let s = server("sandbox-tools", spec, None);
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
-    let (type_, reason, note) = api.expect_event().await;
+    let (type_, reason, note) = api.expect_event("agents").await;
     assert_eq!(
         (type_.as_str(), reason.as_str()),
         ("Warning", "PodSelectorRequired")
     );
     assert!(note.contains("every pod in namespace agents"), "{note}");
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     assert_eq!(condition(&status, "Ready")["reason"], "PodSelectorRequired");
     task.await.expect("join").expect("reconcile");
     api.expect_done().await;
@@ -1255,7 +1080,6 @@ async fn enforce_without_pod_selector_is_refused() {
 
 #[tokio::test]
 async fn invalid_entries_change_nothing_and_are_reported() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     // What a client that skips the CRD's validation (or an old CRD) could store.
     let s = server(
         "sandbox-tools",
@@ -1270,9 +1094,8 @@ async fn invalid_entries_change_nothing_and_are_reported() {
         ),
         Some(enforced_status()),
     );
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("sandbox-tools").await;
-    let (type_, reason, note) = api.expect_event().await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
+    let (type_, reason, note) = api.expect_event("agents").await;
     assert_eq!(
         (type_.as_str(), reason.as_str()),
         ("Warning", "InvalidEgressEntry")
@@ -1281,7 +1104,7 @@ async fn invalid_entries_change_nothing_and_are_reported() {
         note.contains("spec.egress.allow[1]") && note.contains("spec.egress.allow[2]"),
         "{note}"
     );
-    let status = api.expect_status(&s).await;
+    let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(c["reason"], "InvalidEgressEntry");
     assert!(message(c).contains("nothing was changed"), "{c}");
@@ -1292,15 +1115,13 @@ async fn invalid_entries_change_nothing_and_are_reported() {
 
 #[tokio::test]
 async fn without_spec_egress_no_egress_call_is_made() {
-    let (ctx, mut api) = context(EgressDefaults::default());
     let s = server(
         "plain",
         json!({"transport": "stdio", "podSelector": {"matchLabels": {"app": "x"}}}),
         None,
     );
-    let task = tokio::spawn(reconcile(Arc::new(s.clone()), ctx));
-    api.expect_trust("plain").await;
-    let status = api.expect_status(&s).await;
+    let (task, mut api) = start(EgressDefaults::default(), &s).await;
+    let status = api.expect_status("agents", "plain").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(
         (c["status"].as_str(), c["reason"].as_str()),

@@ -1,149 +1,26 @@
 //! EndpointVerified and self-signed pinning: the controller probes real MCP servers on
-//! 127.0.0.1 (the live prober), while the API server is kube's mock service and every API
-//! request is asserted in order.
+//! 127.0.0.1 (the live prober), while the API server is kube's mock service
+//! (`tests/mock_api`) and every API request is asserted in order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mock_api;
 mod probe_support;
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
-use kube::Client;
-use kube::client::Body;
+use http::Method;
 use mcptrust::api::McpServer;
-use mcptrust::controller::{Context, ControllerConfig, ControllerMetrics, reconcile::reconcile};
+use mcptrust::controller::{Context, reconcile::reconcile};
+use mock_api::{Verifier, condition, controller_config};
 use probe_support::{Answer, Ca, self_signed, serve, server_config, streamable_mcp};
 use serde_json::{Value, json};
-use tower_test::mock::{Handle, SendResponse};
 
 /// 2026-11-21T00:00:00Z (the test certificates are valid 2025..2035).
 const NOW: i64 = 1_795_219_200;
 
-struct Call {
-    method: Method,
-    path: String,
-    body: Value,
-    send: SendResponse<Response<Body>>,
-}
-
-impl Call {
-    fn reply(self, status: StatusCode, body: &Value) {
-        self.send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(body).unwrap()))
-                .unwrap(),
-        );
-    }
-    fn echo(self) {
-        let b = self.body.clone();
-        self.reply(StatusCode::OK, &b)
-    }
-}
-
-struct Api(Handle<Request<Body>, Response<Body>>);
-
-impl Api {
-    async fn next(&mut self, method: Method, path: &str) -> Call {
-        let (req, send) =
-            tokio::time::timeout(std::time::Duration::from_secs(30), self.0.next_request())
-                .await
-                .expect("the reconciler stopped calling the API")
-                .expect("service not called");
-        let m = req.method().clone();
-        let uri = req.uri().to_string();
-        let bytes = req.into_body().collect_bytes().await.unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        let p = uri.split('?').next().unwrap_or_default().to_string();
-        assert_eq!(
-            (m.clone(), p.as_str()),
-            (method, path),
-            "unexpected request {uri}"
-        );
-        Call {
-            method: m,
-            path: p,
-            body,
-            send,
-        }
-    }
-
-    async fn event(&mut self) -> (String, String, String) {
-        let c = self
-            .next(
-                Method::POST,
-                "/apis/events.k8s.io/v1/namespaces/agents/events",
-            )
-            .await;
-        let out = (
-            c.body["type"].as_str().unwrap_or_default().to_string(),
-            c.body["reason"].as_str().unwrap_or_default().to_string(),
-            c.body["note"].as_str().unwrap_or_default().to_string(),
-        );
-        let mut b = c.body.clone();
-        b["metadata"]["name"] = json!("ev");
-        c.reply(StatusCode::CREATED, &b);
-        out
-    }
-
-    async fn trust_cm(&mut self) -> Value {
-        let c = self
-            .next(
-                Method::PATCH,
-                "/api/v1/namespaces/agents/configmaps/mcptrust-lab-trust",
-            )
-            .await;
-        let body = c.body.clone();
-        c.echo();
-        body
-    }
-
-    async fn status(&mut self) -> Value {
-        let c = self
-            .next(
-                Method::PATCH,
-                "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/lab/status",
-            )
-            .await;
-        assert_eq!(
-            (c.method.clone(), c.path.as_str()),
-            (
-                Method::PATCH,
-                "/apis/mcptrust.io/v1alpha1/namespaces/agents/mcpservers/lab/status"
-            )
-        );
-        let status = c.body["status"].clone();
-        let reply = json!({"apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
-            "metadata": {"name": "lab", "namespace": "agents"}, "spec": {}, "status": status});
-        c.reply(StatusCode::OK, &reply);
-        status
-    }
-}
-
-fn context() -> (Arc<Context>, Api) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let config = ControllerConfig {
-        operator_namespace: "mcptrust".into(),
-        ca_secret_name: "mcptrust-federation-ca".into(),
-        ca_user_supplied: false,
-        ca_validity_secs: 0,
-        default_cas_pem: String::new(),
-        default_include_system_roots: false,
-        default_config_map: "mcptrust-trust".into(),
-        egress: Default::default(),
-    };
-    let ctx = Context::new(
-        Client::new(service, "default"),
-        config,
-        ControllerMetrics::default(),
-        Arc::new(|| NOW),
-        "t",
-    );
-    (Arc::new(ctx), Api(handle))
+fn context() -> (Arc<Context>, Verifier) {
+    let (ctx, api) = mock_api::context(controller_config(), NOW);
+    (Arc::new(ctx), api)
 }
 
 fn lab(url: &str, trust: Value, status: Option<Value>) -> McpServer {
@@ -158,13 +35,10 @@ fn lab(url: &str, trust: Value, status: Option<Value>) -> McpServer {
     serde_json::from_value(v).unwrap()
 }
 
-fn condition<'a>(status: &'a Value, t: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == t)
-        .unwrap_or_else(|| panic!("no {t} in {status}"))
+/// The source ConfigMap `agents/ca` holding `pem` under `ca.crt`.
+fn ca_config_map(pem: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "agents"},
+           "data": {"ca.crt": pem}})
 }
 
 #[tokio::test]
@@ -180,10 +54,10 @@ async fn self_signed_server_is_pinned_then_verified() {
     // First pass: nothing to trust yet; the probe captures and verifies the certificate.
     let (ctx, mut api) = context();
     let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust.clone(), None)), ctx));
-    let (kind, reason, note) = api.event().await;
+    let (kind, reason, note) = api.expect_event("agents").await;
     assert_eq!((kind.as_str(), reason.as_str()), ("Normal", "Pinned"));
     assert!(note.contains(&leaf.sha256), "{note}");
-    let status = api.status().await;
+    let status = api.expect_status("agents", "lab").await;
     assert_eq!(status["pinnedSha256"], leaf.sha256.as_str());
     assert!(
         status["pinnedCertificate"]
@@ -207,12 +81,12 @@ async fn self_signed_server_is_pinned_then_verified() {
     // pinned to its fingerprint, verifies the endpoint and its MCP initialize answer.
     let (ctx, mut api) = context();
     let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, Some(status))), ctx));
-    let cm = api.trust_cm().await;
+    let cm = api.expect_trust("agents", "lab").await;
     assert_eq!(
         cm["data"]["ca.pem"].as_str().unwrap().trim(),
         leaf.cert_pem.trim()
     );
-    let status = api.status().await;
+    let status = api.expect_status("agents", "lab").await;
     for t in ["TrustBundleReady", "EndpointVerified", "Ready"] {
         assert_eq!(condition(&status, t)["status"], "True", "{t}: {status}");
     }
@@ -245,8 +119,8 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
         Arc::new(lab(&url, trust, Some(pinned.clone()))),
         ctx,
     ));
-    api.trust_cm().await;
-    let (kind, reason, note) = api.event().await;
+    api.expect_trust("agents", "lab").await;
+    let (kind, reason, note) = api.expect_event("agents").await;
     assert_eq!(
         (kind.as_str(), reason.as_str()),
         ("Warning", "PinnedCertificateChanged")
@@ -255,7 +129,7 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
         note.contains(&old.sha256) && note.contains(&new.sha256),
         "old and new fingerprints: {note}"
     );
-    let status = api.status().await;
+    let status = api.expect_status("agents", "lab").await;
     assert_eq!(
         status["pinnedSha256"],
         old.sha256.as_str(),
@@ -269,10 +143,10 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
     let (ctx, mut api) = context();
     let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true, "pinnedSha256": new.sha256});
     let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, Some(pinned))), ctx));
-    api.trust_cm().await;
-    let (_, reason, _) = api.event().await;
+    api.expect_trust("agents", "lab").await;
+    let (_, reason, _) = api.expect_event("agents").await;
     assert_eq!(reason, "Pinned");
-    let status = api.status().await;
+    let status = api.expect_status("agents", "lab").await;
     assert_eq!(status["pinnedSha256"], new.sha256.as_str());
     task.await.unwrap().unwrap();
 }
@@ -294,7 +168,12 @@ async fn forged_self_signed_certificate_is_refused() {
     let (ctx, mut api) = context();
     let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true});
     let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, None)), ctx));
-    let status = api.status().await;
+    let (kind, reason, _) = api.expect_event("agents").await;
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        ("Warning", "UnknownAuthority")
+    );
+    let status = api.expect_status("agents", "lab").await;
     assert!(
         status.get("pinnedSha256").is_none(),
         "never pinned: {status}"
@@ -325,17 +204,17 @@ async fn unknown_authority_names_the_missing_issuer() {
     let (ctx, mut api) = context();
     let trust = json!({"includeSystemRoots": false, "sources": [{"configMap": {"name": "ca"}}]});
     let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust.clone(), None)), ctx));
-    api.next(Method::GET, "/api/v1/namespaces/agents/configmaps/ca")
+    api.expect(Method::GET, "/api/v1/namespaces/agents/configmaps/ca", &[])
         .await
-        .reply(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "agents"}, "data": {"ca.crt": other.pem}}));
-    api.trust_cm().await;
-    let (kind, reason, note) = api.event().await;
+        .ok(&ca_config_map(&other.pem));
+    api.expect_trust("agents", "lab").await;
+    let (kind, reason, note) = api.expect_event("agents").await;
     assert_eq!(
         (kind.as_str(), reason.as_str()),
         ("Warning", "UnknownAuthority")
     );
     assert!(note.contains("Corp Internal CA"), "{note}");
-    let status = api.status().await;
+    let status = api.expect_status("agents", "lab").await;
     assert_eq!(
         condition(&status, "EndpointVerified")["reason"],
         "UnknownAuthority"
@@ -354,11 +233,11 @@ async fn unknown_authority_names_the_missing_issuer() {
     // With the right CA in the source, the same endpoint is verified.
     let (ctx, mut api) = context();
     let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust, None)), ctx));
-    api.next(Method::GET, "/api/v1/namespaces/agents/configmaps/ca")
+    api.expect(Method::GET, "/api/v1/namespaces/agents/configmaps/ca", &[])
         .await
-        .reply(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "agents"}, "data": {"ca.crt": corp.pem}}));
-    api.trust_cm().await;
-    let status = api.status().await;
+        .ok(&ca_config_map(&corp.pem));
+    api.expect_trust("agents", "lab").await;
+    let status = api.expect_status("agents", "lab").await;
     assert_eq!(condition(&status, "EndpointVerified")["reason"], "Verified");
     assert_eq!(condition(&status, "Ready")["status"], "True");
     task.await.unwrap().unwrap();

@@ -4,7 +4,7 @@
 //!   overlap, promotion only once published, dropping the expired CA, and a 12-year
 //!   timeline checked with rustls' own verifier at each step;
 //! - [`reconcile`] against kube's mock API service (tower-test), request by request in the
-//!   `ApiServerVerifier` style of `tests/controller.rs`: creation, the create race (409),
+//!   `ApiServerVerifier` style (the shared `tests/mock_api`): creation, the create race (409),
 //!   the update race (409 on the resourceVersion precondition), nothing to do, a caBundle
 //!   reset by an upgrade;
 //! - a real TLS handshake with `mcptrust::webhook::serve` on 127.0.0.1, dialled by the
@@ -13,24 +13,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod mock_api;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::client::Body;
 use mcptrust::controller::webhook_cert::{
-    CA_BUNDLE, CA_KEY, Change, NEXT_CA_CRT, NEXT_CA_KEY, Plan, Published, Settings, build_secret,
-    plan, reconcile,
+    CA_BUNDLE, CA_KEY, Change, NEXT_CA_CRT, NEXT_CA_KEY, Outcome, Plan, Published, Settings,
+    WebhookCertError, build_secret, plan, reconcile,
 };
 use mcptrust::pki::IssueReason;
+use mock_api::{HANG_GUARD, Verifier, decode};
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
-use tower_test::mock::{Handle, SendResponse};
 
 /// 2026-11-21T00:00:00Z.
 const NOW: i64 = 1_795_219_200;
@@ -107,6 +106,23 @@ fn leaf_info(pem: &[u8]) -> (Vec<String>, String, bool) {
     (dns, cert.issuer().to_string(), server_auth)
 }
 
+/// Asserts that the first certificate of `leaf_pem` is a serverAuth certificate for the
+/// Service's four DNS names, issued by (the subject of) the first certificate of `ca_pem`.
+fn assert_service_leaf(leaf_pem: &[u8], ca_pem: &[u8]) {
+    let (dns, issuer, server_auth) = leaf_info(leaf_pem);
+    assert_eq!(
+        dns,
+        [
+            "mcptrust-webhook",
+            "mcptrust-webhook.mcptrust",
+            "mcptrust-webhook.mcptrust.svc",
+            "mcptrust-webhook.mcptrust.svc.cluster.local"
+        ]
+    );
+    assert!(server_auth);
+    assert_eq!(issuer, subject(ca_pem));
+}
+
 fn subject(pem: &[u8]) -> String {
     let der = certs(pem);
     let (_, cert) = x509_parser::parse_x509_certificate(&der[0]).expect("x509");
@@ -181,18 +197,7 @@ fn nothing_creates_everything() {
         "one CA: it is the bundle"
     );
     assert_eq!(p.ca_bundle, key(&s, CA_BUNDLE));
-    let (dns, issuer, server_auth) = leaf_info(&key(&s, "tls.crt"));
-    assert_eq!(
-        dns,
-        [
-            "mcptrust-webhook",
-            "mcptrust-webhook.mcptrust",
-            "mcptrust-webhook.mcptrust.svc",
-            "mcptrust-webhook.mcptrust.svc.cluster.local"
-        ]
-    );
-    assert!(server_auth);
-    assert_eq!(issuer, subject(&key(&s, "ca.crt")));
+    assert_service_leaf(&key(&s, "tls.crt"), &key(&s, "ca.crt"));
     assert!(subject(&key(&s, "ca.crt")).starts_with("CN=mcptrust webhook CA 2026-11-21"));
     verify(&key(&s, "tls.crt"), &p.ca_bundle, NOW).expect("the leaf verifies");
     // The CA is ECDSA P-256 and lives 5 years (backdated 1 h).
@@ -512,85 +517,6 @@ fn twelve_years_of_rotation_never_break_the_handshake() {
 // ---------------------------------------------------------------------------------------
 // (2)-(4) reconcile against the mock API server.
 
-type Mock = Handle<Request<Body>, Response<Body>>;
-
-struct Verifier {
-    handle: Mock,
-}
-
-struct Call {
-    method: Method,
-    uri: String,
-    body: Value,
-    send: SendResponse<Response<Body>>,
-}
-
-impl Call {
-    fn reply(self, status: StatusCode, body: &Value) {
-        self.send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(body).expect("json")))
-                .expect("response"),
-        );
-    }
-    fn ok(self, body: &Value) {
-        self.reply(StatusCode::OK, body)
-    }
-    fn not_found(self) {
-        self.reply(
-            StatusCode::NOT_FOUND,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-        )
-    }
-    fn conflict(self, message: &str) {
-        self.reply(
-            StatusCode::CONFLICT,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": message}),
-        )
-    }
-}
-
-impl Verifier {
-    async fn next(&mut self) -> Call {
-        let (req, send) = tokio::time::timeout(Duration::from_secs(30), self.handle.next_request())
-            .await
-            .expect("reconcile stopped calling the API")
-            .expect("service not called");
-        let method = req.method().clone();
-        let uri = req.uri().to_string();
-        let bytes = req.into_body().collect_bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("json body")
-        };
-        Call {
-            method,
-            uri,
-            body,
-            send,
-        }
-    }
-
-    /// Next call; asserts its method, its path and that its query contains each of `query`.
-    async fn expect(&mut self, method: Method, path: &str, query: &[&str]) -> Call {
-        let call = self.next().await;
-        assert_eq!(call.method, method, "method of {}", call.uri);
-        let (p, q) = call.uri.split_once('?').unwrap_or((call.uri.as_str(), ""));
-        assert_eq!(p, path, "path");
-        for want in query {
-            assert!(q.contains(want), "{} lacks {want}", call.uri);
-        }
-        call
-    }
-}
-
-fn mock() -> (Client, Verifier) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), Verifier { handle })
-}
-
 /// The configuration as Helm installs it (no caBundle), or with `ca_bundle` in each entry.
 fn config(ca_bundle: Option<&[u8]>) -> Value {
     let entry = |name: &str| {
@@ -615,15 +541,6 @@ fn config(ca_bundle: Option<&[u8]>) -> Value {
         "metadata": {"name": "mcptrust", "resourceVersion": "7"},
         "webhooks": [entry("pods.mcptrust.io"), entry("workloads.mcptrust.io")],
     })
-}
-
-fn decode(secret_body: &Value, k: &str) -> Vec<u8> {
-    let b64 = secret_body["data"][k]
-        .as_str()
-        .unwrap_or_else(|| panic!("{k} missing in {secret_body}"));
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .expect("base64")
 }
 
 /// Asserts the caBundle apply: PATCH of the configuration by field manager
@@ -651,15 +568,26 @@ async fn expect_bundle_apply(api: &mut Verifier, bundle: &[u8]) {
     call.ok(&config(Some(bundle)));
 }
 
-async fn finish(
-    task: tokio::task::JoinHandle<
-        Result<
-            mcptrust::controller::webhook_cert::Outcome,
-            mcptrust::controller::webhook_cert::WebhookCertError,
-        >,
-    >,
-) -> mcptrust::controller::webhook_cert::Outcome {
-    tokio::time::timeout(Duration::from_secs(30), task)
+type Reconcile = tokio::task::JoinHandle<Result<Outcome, WebhookCertError>>;
+
+/// Runs [`reconcile`] at [`NOW`] in the background against a fresh mock API, and answers
+/// its first two requests, the reads of the Secret and of the webhook configuration, with
+/// `secret` and `configuration` (`None`: 404).
+async fn start(secret: Option<&Value>, configuration: Option<&Value>) -> (Reconcile, Verifier) {
+    let (client, mut api) = mock_api::pair();
+    let task = tokio::spawn(async move { reconcile(&client, &settings(), NOW).await });
+    for (path, answer) in [(SECRET_PATH, secret), (CONFIG_PATH, configuration)] {
+        let call = api.expect(Method::GET, path, &[]).await;
+        match answer {
+            Some(body) => call.ok(body),
+            None => call.not_found(),
+        }
+    }
+    (task, api)
+}
+
+async fn finish(task: Reconcile) -> Outcome {
+    tokio::time::timeout(HANG_GUARD, task)
         .await
         .expect("reconcile made a request nobody answered")
         .expect("join")
@@ -668,13 +596,7 @@ async fn finish(
 
 #[tokio::test]
 async fn an_absent_secret_is_created_and_its_bundle_published() {
-    let (client, mut api) = mock();
-    let task = tokio::spawn(async move { reconcile(&client, &settings(), NOW).await });
-
-    api.expect(Method::GET, SECRET_PATH, &[]).await.not_found();
-    api.expect(Method::GET, CONFIG_PATH, &[])
-        .await
-        .ok(&config(None));
+    let (task, mut api) = start(None, Some(&config(None))).await;
     let created = api
         .expect(
             Method::POST,
@@ -708,18 +630,7 @@ async fn an_absent_secret_is_created_and_its_bundle_published() {
         keys,
         ["ca-bundle.crt", "ca.crt", "ca.key", "tls.crt", "tls.key"]
     );
-    let (dns, issuer, server_auth) = leaf_info(&decode(&body, "tls.crt"));
-    assert_eq!(
-        dns,
-        [
-            "mcptrust-webhook",
-            "mcptrust-webhook.mcptrust",
-            "mcptrust-webhook.mcptrust.svc",
-            "mcptrust-webhook.mcptrust.svc.cluster.local"
-        ]
-    );
-    assert!(server_auth);
-    assert_eq!(issuer, subject(&decode(&body, "ca.crt")));
+    assert_service_leaf(&decode(&body, "tls.crt"), &decode(&body, "ca.crt"));
     assert!(
         String::from_utf8(decode(&body, "ca.key"))
             .expect("utf8")
@@ -744,21 +655,14 @@ async fn a_lost_create_race_publishes_the_winners_bundle() {
     // Another replica (a previous leader) created its Secret a moment ago.
     let winner = plan(None, &Published::Missing, &settings(), NOW - 60).expect("plan");
     let winner_secret = serde_json::to_value(stored(&winner, "5")).expect("json");
-    let (client, mut api) = mock();
-    let task = tokio::spawn(async move { reconcile(&client, &settings(), NOW).await });
-
-    api.expect(Method::GET, SECRET_PATH, &[]).await.not_found();
-    api.expect(Method::GET, CONFIG_PATH, &[])
-        .await
-        .ok(&config(None));
+    let (task, mut api) = start(None, Some(&config(None))).await;
     let lost = api
         .expect(Method::POST, "/api/v1/namespaces/mcptrust/secrets", &[])
         .await;
     let ours = decode(&lost.body, "ca-bundle.crt");
-    lost.reply(
-        StatusCode::CONFLICT,
-        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409,
-                "message": "secrets \"mcptrust-webhook-tls\" already exists"}),
+    lost.conflict(
+        "AlreadyExists",
+        "secrets \"mcptrust-webhook-tls\" already exists",
     );
     api.expect(Method::GET, SECRET_PATH, &[])
         .await
@@ -775,12 +679,7 @@ async fn a_lost_create_race_publishes_the_winners_bundle() {
 async fn nothing_changed_means_no_write() {
     let current = plan(None, &Published::Missing, &settings(), NOW - 30 * DAY).expect("plan");
     let secret = serde_json::to_value(stored(&current, "9")).expect("json");
-    let (client, mut api) = mock();
-    let task = tokio::spawn(async move { reconcile(&client, &settings(), NOW).await });
-    api.expect(Method::GET, SECRET_PATH, &[]).await.ok(&secret);
-    api.expect(Method::GET, CONFIG_PATH, &[])
-        .await
-        .ok(&config(Some(&current.ca_bundle)));
+    let (task, _api) = start(Some(&secret), Some(&config(Some(&current.ca_bundle)))).await;
     let outcome = finish(task).await;
     assert!(outcome.changes.is_empty());
     assert!(!outcome.published);
@@ -791,10 +690,7 @@ async fn nothing_changed_means_no_write() {
 async fn a_missing_configuration_is_left_alone() {
     let current = plan(None, &Published::Missing, &settings(), NOW - DAY).expect("plan");
     let secret = serde_json::to_value(stored(&current, "9")).expect("json");
-    let (client, mut api) = mock();
-    let task = tokio::spawn(async move { reconcile(&client, &settings(), NOW).await });
-    api.expect(Method::GET, SECRET_PATH, &[]).await.ok(&secret);
-    api.expect(Method::GET, CONFIG_PATH, &[]).await.not_found();
+    let (task, _api) = start(Some(&secret), None).await;
     let outcome = finish(task).await;
     assert!(!outcome.published);
 }
@@ -808,10 +704,7 @@ async fn a_ca_bundle_reset_by_an_upgrade_is_patched_back_on_every_entry() {
         .as_object_mut()
         .expect("clientConfig")
         .remove("caBundle");
-    let (client, mut api) = mock();
-    let task = tokio::spawn(async move { reconcile(&client, &settings(), NOW).await });
-    api.expect(Method::GET, SECRET_PATH, &[]).await.ok(&secret);
-    api.expect(Method::GET, CONFIG_PATH, &[]).await.ok(&cfg);
+    let (task, mut api) = start(Some(&secret), Some(&cfg)).await;
     expect_bundle_apply(&mut api, &current.ca_bundle).await;
     assert!(finish(task).await.published);
 }
@@ -831,12 +724,7 @@ async fn an_update_race_rereads_and_replans() {
     .expect("plan");
     let renewed_secret = serde_json::to_value(stored(&renewed_elsewhere, "42")).expect("json");
 
-    let (client, mut api) = mock();
-    let task = tokio::spawn(async move { reconcile(&client, &settings(), NOW).await });
-    api.expect(Method::GET, SECRET_PATH, &[]).await.ok(&secret);
-    api.expect(Method::GET, CONFIG_PATH, &[])
-        .await
-        .ok(&config(Some(&current.ca_bundle)));
+    let (task, mut api) = start(Some(&secret), Some(&config(Some(&current.ca_bundle)))).await;
     let apply = api
         .expect(
             Method::PATCH,
@@ -853,7 +741,7 @@ async fn an_update_race_rereads_and_replans() {
         decode(&apply.body, "tls.crt"),
         key(&stored(&current, "41"), "tls.crt")
     );
-    apply.conflict("Operation cannot be fulfilled on secrets \"mcptrust-webhook-tls\": the object has been modified; please apply your changes to the latest version and try again");
+    apply.conflict("Conflict", "Operation cannot be fulfilled on secrets \"mcptrust-webhook-tls\": the object has been modified; please apply your changes to the latest version and try again");
     api.expect(Method::GET, SECRET_PATH, &[])
         .await
         .ok(&renewed_secret);

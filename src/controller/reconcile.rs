@@ -632,84 +632,60 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         let bundle_changed = old_status.trust_bundle.as_ref().map(|b| &b.sha256)
             != status.trust_bundle.as_ref().map(|b| &b.sha256);
         let due = super::endpoint::is_due(&server, &old_status, bundle_changed, now);
-        match &current_bundle {
-            None if due && awaiting_pin(&server) => {
-                // Nothing to trust yet: probe only to capture the self-signed certificate.
-                if let Some(opts) = super::endpoint::options(&server, &probe_material, None, now) {
-                    let report = ctx.prober.probe(opts).await;
-                    let eval = super::endpoint::evaluate(&server, &report, now);
-                    if let Some(pin) = &eval.pin {
-                        ctx.event(
-                            &server,
-                            EventType::Normal,
-                            "Pinned",
-                            &eval.condition.message,
-                        )
-                        .await;
-                        status.pinned_sha256 = Some(pin.sha256.clone());
-                        status.pinned_certificate = Some(pin.pem.clone());
-                        requeue_now = true;
-                    }
-                    desired.push(eval.condition);
-                    status.endpoint = Some(eval.endpoint);
-                    next_probe = Some(now + super::endpoint::interval(&server));
-                }
-            }
+        // What to probe with: the bundle plus the federation CA; or, while a self-signed
+        // certificate waits to be pinned and nothing is trusted yet, no bundle at all.
+        let plan = match &current_bundle {
             Some(bundle) if due => {
                 let mut pem = bundle.ca_bundle_pem.clone();
                 if let Some(ca) = probe_material.ca_bundle_pem.take() {
                     pem.push_str(&ca);
                 }
                 probe_material.ca_bundle_pem = Some(pem);
-                let pinned = super::endpoint::pinned_fingerprint(&server);
-                if let Some(opts) =
-                    super::endpoint::options(&server, &probe_material, pinned.as_deref(), now)
-                {
-                    let report = ctx.prober.probe(opts).await;
-                    let eval = super::endpoint::evaluate(&server, &report, now);
-                    if let Some(pin) = &eval.pin {
-                        ctx.event(
-                            &server,
-                            EventType::Normal,
-                            "Pinned",
-                            &eval.condition.message,
-                        )
-                        .await;
-                        status.pinned_sha256 = Some(pin.sha256.clone());
-                        status.pinned_certificate = Some(pin.pem.clone());
-                        // Rebuild the bundle with the pinned certificate right away.
-                        requeue_now = true;
-                    } else if eval.condition.status != "True"
-                        && !old_condition_matches(
-                            &old_status,
-                            types::ENDPOINT_VERIFIED,
-                            &eval.condition.reason,
-                            &eval.condition.message,
-                        )
-                    {
-                        ctx.event(
-                            &server,
-                            EventType::Warning,
-                            &eval.condition.reason,
-                            &eval.condition.message,
-                        )
-                        .await;
-                    }
-                    desired.push(eval.condition);
-                    status.endpoint = Some(eval.endpoint);
-                    next_probe = Some(now + super::endpoint::interval(&server));
-                }
+                Some(super::endpoint::pinned_fingerprint(&server))
             }
-            _ => {
-                if let Some(c) = super::endpoint::carried_over(&old_status) {
-                    desired.push(c);
-                }
-                next_probe = old_status
-                    .endpoint
-                    .as_ref()
-                    .and_then(|e| e.last_probe_time.as_ref())
-                    .map(|t| t.0.as_second() + super::endpoint::interval(&server));
+            None if due && awaiting_pin(&server) => {
+                probe_material.ca_bundle_pem = None;
+                Some(None)
             }
+            _ => None,
+        };
+        let opts = plan.and_then(|pinned| {
+            super::endpoint::options(&server, &probe_material, pinned.as_deref(), now)
+        });
+        if let Some(opts) = opts {
+            let report = ctx.prober.probe(opts).await;
+            let eval = super::endpoint::evaluate(&server, &report, now);
+            let c = &eval.condition;
+            if let Some(pin) = &eval.pin {
+                ctx.event(&server, EventType::Normal, "Pinned", &c.message)
+                    .await;
+                status.pinned_sha256 = Some(pin.sha256.clone());
+                status.pinned_certificate = Some(pin.pem.clone());
+                // Rebuild the bundle with the pinned certificate right away.
+                requeue_now = true;
+            } else if c.status != "True"
+                && !old_condition_matches(
+                    &old_status,
+                    types::ENDPOINT_VERIFIED,
+                    &c.reason,
+                    &c.message,
+                )
+            {
+                ctx.event(&server, EventType::Warning, &c.reason, &c.message)
+                    .await;
+            }
+            desired.push(eval.condition);
+            status.endpoint = Some(eval.endpoint);
+            next_probe = Some(now + super::endpoint::interval(&server));
+        } else {
+            if let Some(c) = super::endpoint::carried_over(&old_status) {
+                desired.push(c);
+            }
+            next_probe = old_status
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.last_probe_time.as_ref())
+                .map(|t| t.0.as_second() + super::endpoint::interval(&server));
         }
     }
 

@@ -573,6 +573,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(2_000_000_000), "2033-05-18T03:33:20Z");
+        assert_eq!(rfc3339(2_064_000_000), "2035-05-28T21:20:00Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 
@@ -583,6 +584,8 @@ mod tests {
         assert_eq!(escape_rfc4514("#x"), "\\#x");
         assert_eq!(escape_rfc4514("trail "), "trail\\ ");
         assert_eq!(escape_rfc4514("a+b=c"), "a\\+b=c");
+        assert_eq!(escape_rfc4514("a,b"), "a\\,b");
+        assert_eq!(escape_rfc4514(" x "), "\\ x\\ ");
     }
 
     #[test]
