@@ -223,3 +223,73 @@ fn no_proxy_rejects_star_prefix() {
         "write .example.com instead",
     );
 }
+
+/// Every CEL rule of the CRD compiles, uses only variables a CRD rule may use, and has no
+/// unbounded list or string that would blow the API server's cost budget (kube-cel's static
+/// analysis, a coarse model of the API server's estimator).
+#[test]
+fn cel_rules_compile_and_stay_within_budget() {
+    fn walk(node: &Value, path: &str, found: &mut Vec<String>, problems: &mut Vec<String>) {
+        if let Some(rules) = node
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+        {
+            let compiled = kube_cel::compile_schema(node);
+            for r in rules {
+                let rule = r["rule"].as_str().expect("rule");
+                found.push(format!("{path}: {rule}"));
+                if kube_cel::cel::Program::compile(rule).is_err() {
+                    problems.push(format!("{path}: does not compile: {rule}"));
+                }
+                for w in
+                    kube_cel::analyze_rule(rule, &compiled, kube_cel::ScopeContext::CrdValidation)
+                {
+                    // kube-cel's scope check does not know macro-bound variables
+                    // (`self.all(e, ...)`); only report a variable the rule does not bind.
+                    let bound = bound_variables(rule);
+                    if w.kind == kube_cel::WarningKind::WrongScope
+                        && bound
+                            .iter()
+                            .any(|v| w.message.contains(&format!("variable '{v}'")))
+                    {
+                        continue;
+                    }
+                    problems.push(format!("{path}: {:?}: {}", w.kind, w.message));
+                }
+            }
+        }
+        if let Some(props) = node.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                walk(v, &format!("{path}.{k}"), found, problems);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            walk(items, &format!("{path}[]"), found, problems);
+        }
+    }
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    walk(&schema(), "", &mut found, &mut problems);
+    assert!(
+        found.len() >= 15,
+        "expected the CRD's rules, found {found:?}"
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// Variables bound by CEL macros in `rule` (`x` in `list.all(x, ...)`).
+fn bound_variables(rule: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for mac in [".all(", ".exists(", ".exists_one(", ".map(", ".filter("] {
+        for (i, _) in rule.match_indices(mac) {
+            let rest = &rule[i + mac.len()..];
+            if let Some((var, _)) = rest.split_once(',') {
+                let var = var.trim();
+                if !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    out.push(var.to_string());
+                }
+            }
+        }
+    }
+    out
+}
