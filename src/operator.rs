@@ -130,13 +130,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     if !args.disable_controller {
-        let ctx = Arc::new(Context::new(
+        let mut ctx = Context::new(
             client.clone(),
             ControllerConfig::new(&args.controller, &config),
             controller_metrics.clone(),
             controller::system_clock(),
             &args.controller.pod_name,
-        ));
+        );
+        if args.controller.disable_endpoint_probe {
+            ctx = ctx.without_endpoint_probe();
+        }
+        let ctx = Arc::new(ctx);
         let leader_election = !args.disable_leader_election;
         let lease = args.lease_name.clone();
         let ns = args.controller.operator_namespace.clone();

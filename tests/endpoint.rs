@@ -242,3 +242,33 @@ async fn unknown_authority_names_the_missing_issuer() {
     assert_eq!(condition(&status, "Ready")["status"], "True");
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn endpoint_probing_can_be_turned_off() {
+    // Out of cluster, Service names do not resolve: --disable-endpoint-probe leaves the
+    // condition out, so Ready reflects only what the controller itself manages.
+    let corp = Ca::new("Corp Internal CA");
+    let (ctx, mut api) = mock_api::context(controller_config(), NOW);
+    let ctx = Arc::new(ctx.without_endpoint_probe());
+    let trust = json!({"includeSystemRoots": false, "sources": [{"configMap": {"name": "ca"}}]});
+    let task = tokio::spawn(reconcile(
+        Arc::new(lab("https://github-mcp.agents.svc:8443/mcp/", trust, None)),
+        ctx,
+    ));
+    api.expect(Method::GET, "/api/v1/namespaces/agents/configmaps/ca", &[])
+        .await
+        .ok(&ca_config_map(&corp.pem));
+    api.expect_trust("agents", "lab").await;
+    let status = api.expect_status("agents", "lab").await;
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] != "EndpointVerified"),
+        "{status}"
+    );
+    assert!(status.get("endpoint").is_none());
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    task.await.unwrap().unwrap();
+}

@@ -79,6 +79,10 @@ pub struct ControllerArgs {
     /// Lifetime of a generated federation CA, in days.
     #[arg(long, env = "MCPTRUST_FEDERATION_CA_DAYS", default_value_t = 3650)]
     pub federation_ca_days: i64,
+    /// Do not probe McpServer endpoints (no EndpointVerified condition), e.g. when running
+    /// out of cluster where in-cluster Service names do not resolve.
+    #[arg(long, env = "MCPTRUST_DISABLE_ENDPOINT_PROBE", default_value_t = false)]
+    pub disable_endpoint_probe: bool,
     /// This replica's identity for events and the Lease (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "mcptrust")]
     pub pod_name: String,
@@ -227,6 +231,8 @@ pub struct Context {
     pub clock: Clock,
     /// Probes endpoints (the live network probe, or a test double).
     pub prober: endpoint::SharedProber,
+    /// Whether endpoints are probed at all (`--disable-endpoint-probe` turns it off).
+    pub probe_endpoints: bool,
     /// The federation CA, once loaded.
     pub(crate) ca: tokio::sync::Mutex<Option<Arc<CertificateAuthority>>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -255,6 +261,7 @@ impl Context {
             metrics,
             clock,
             prober: Arc::new(endpoint::LiveProber),
+            probe_endpoints: true,
             ca: tokio::sync::Mutex::new(None),
             failures: Mutex::new(HashMap::new()),
         }
@@ -263,6 +270,12 @@ impl Context {
     /// Replaces the prober (tests).
     pub fn with_prober(mut self, prober: endpoint::SharedProber) -> Self {
         self.prober = prober;
+        self
+    }
+
+    /// Turns endpoint probing off (no EndpointVerified condition; Ready ignores it).
+    pub fn without_endpoint_probe(mut self) -> Self {
+        self.probe_endpoints = false;
         self
     }
 

@@ -628,7 +628,10 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     // 2b. Endpoint: probe as a gateway would, on an interval and on change.
     let mut next_probe: Option<i64> = None;
     let mut requeue_now = false;
-    if server.spec.transport != crate::api::Transport::Stdio && server.spec.endpoint.is_some() {
+    if ctx.probe_endpoints
+        && server.spec.transport != crate::api::Transport::Stdio
+        && server.spec.endpoint.is_some()
+    {
         let bundle_changed = old_status.trust_bundle.as_ref().map(|b| &b.sha256)
             != status.trust_bundle.as_ref().map(|b| &b.sha256);
         let due = super::endpoint::is_due(&server, &old_status, bundle_changed, now);
