@@ -199,8 +199,25 @@ fn denied(mut response: AdmissionResponse, err: &InjectError) -> AdmissionReview
 /// `AdmissionResponse.patch` (`Vec<u8>`, a JSON array of numbers), `response.patch` is
 /// written as a base64 string, the documented encoding of the Go `[]byte` field.
 pub fn encode_review(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
-    let mut value = match serde_json::to_value(review) {
-        Ok(value) => value,
+    let patch = review.response.as_ref().and_then(|r| r.patch.as_deref());
+    // Serialized as is, the patch bytes would become one JSON number per byte (thousands
+    // of values, then thrown away): serialize a copy without them and add the base64 string.
+    let light = patch.map(|_| {
+        let mut light = review.clone();
+        if let Some(response) = light.response.as_mut() {
+            response.patch = None;
+        }
+        light
+    });
+    let value = match serde_json::to_value(light.as_ref().unwrap_or(review)) {
+        Ok(mut value) => {
+            if let (Some(patch), Some(Value::Object(response))) = (patch, value.get_mut("response"))
+            {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+                response.insert("patch".to_owned(), Value::String(encoded));
+            }
+            value
+        }
         Err(err) => {
             // Not expected: everything in a review is plain data.
             tracing::error!(error = %err, "cannot serialize an AdmissionReview");
@@ -217,11 +234,6 @@ pub fn encode_review(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
             })
         }
     };
-    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref())
-        && let Some(slot) = value.pointer_mut("/response/patch")
-    {
-        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-    }
     serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec())
 }
 

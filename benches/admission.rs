@@ -1,0 +1,148 @@
+//! Criterion benchmarks of one AdmissionReview: the request body decoded, the object
+//! injected (embedded default config), the answer encoded (`review` + `encode_review`),
+//! on the realistic bodies of `tests/fixtures/admission/` (2 to 20 KB, API-server shaped,
+//! with managedFields and the kube-api-access volume), plus the second pass on an
+//! already-injected pod (the answer is an empty allow).
+//! Run: `cargo bench --bench admission`. Profiling workload: see [`profile`].
+
+use std::hint::black_box;
+
+use base64::Engine as _;
+use criterion::{Criterion, Throughput, criterion_group};
+use mcptrust::inject::{InjectConfig, StaticMutator};
+use mcptrust::webhook::admission::{encode_review, review};
+use serde_json::Value;
+
+const FIXTURES: &[(&str, &[u8])] = &[
+    (
+        "pod-sandbox",
+        include_bytes!("../tests/fixtures/admission/pod-sandbox.json"),
+    ),
+    (
+        "pod-typical",
+        include_bytes!("../tests/fixtures/admission/pod-typical.json"),
+    ),
+    (
+        "pod-gateway",
+        include_bytes!("../tests/fixtures/admission/pod-gateway.json"),
+    ),
+    (
+        "pod-large",
+        include_bytes!("../tests/fixtures/admission/pod-large.json"),
+    ),
+    (
+        "deployment",
+        include_bytes!("../tests/fixtures/admission/deployment.json"),
+    ),
+];
+
+/// `encode_review` as it was before the fix of this issue: the whole review through
+/// `serde_json::to_value`, which turns `response.patch` (a `Vec<u8>`) into one JSON number
+/// per byte before it is replaced by base64. Kept to measure the difference.
+fn encode_review_before_fix(
+    review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
+) -> Vec<u8> {
+    let mut value = serde_json::to_value(review).unwrap_or_default();
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref())
+        && let Some(slot) = value.pointer_mut("/response/patch")
+    {
+        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// The body with its object replaced by the patched object (what a second pass sees).
+fn injected(body: &[u8], mutator: &StaticMutator) -> Vec<u8> {
+    let (r, _) = review(body, mutator);
+    let wire: Value = serde_json::from_slice(&encode_review(&r)).unwrap_or_default();
+    let raw = wire["response"]["patch"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_default();
+    let patch: json_patch::Patch = serde_json::from_slice(&raw).unwrap_or_default();
+    let mut root: Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(object) = root.pointer_mut("/request/object") {
+        let _ = json_patch::patch(object, &patch);
+    }
+    serde_json::to_vec(&root).unwrap_or_default()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut config = InjectConfig::embedded_default();
+    config.trust_bundle_sha256 = Some("ab".repeat(32));
+    let mutator = StaticMutator::new(&config, None);
+    let mut group = c.benchmark_group("admission");
+    for (name, body) in FIXTURES {
+        let (r, outcome) = review(body, &mutator);
+        let answer = encode_review(&r).len();
+        println!(
+            "{name}: request {} bytes, answer {answer} bytes, outcome {}",
+            body.len(),
+            outcome.as_str()
+        );
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(format!("{name}/review+encode"), |b| {
+            b.iter(|| {
+                let (r, outcome) = review(black_box(body), &mutator);
+                (encode_review(&r), outcome)
+            })
+        });
+    }
+    let (typical, _) = review(FIXTURES[1].1, &mutator);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("pod-typical/encode_review", |b| {
+        b.iter(|| encode_review(black_box(&typical)))
+    });
+    group.bench_function("pod-typical/encode_review-before-fix", |b| {
+        b.iter(|| encode_review_before_fix(black_box(&typical)))
+    });
+    let again = injected(FIXTURES[1].1, &mutator);
+    group.throughput(Throughput::Bytes(again.len() as u64));
+    group.bench_function("pod-typical-injected/review+encode", |b| {
+        b.iter(|| {
+            let (r, outcome) = review(black_box(&again), &mutator);
+            (encode_review(&r), outcome)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+
+/// `ADMISSION_PROFILE=pod-typical:1000` runs `review` + `encode_review` on that fixture that
+/// many times and exits, without criterion: a fixed workload for `perf` or
+/// `valgrind --tool=callgrind` (instructions per review = difference between two counts
+/// divided by the difference in iterations). `ADMISSION_ENCODE=before-fix` uses
+/// [`encode_review_before_fix`] instead.
+fn profile(spec: &str) {
+    let (name, n) = spec.split_once(':').unwrap_or((spec, "1000"));
+    let n: usize = n.parse().unwrap_or(1000);
+    let body = FIXTURES
+        .iter()
+        .find(|(f, _)| *f == name)
+        .map(|(_, b)| *b)
+        .unwrap_or(FIXTURES[1].1);
+    let mut config = InjectConfig::embedded_default();
+    config.trust_bundle_sha256 = Some("ab".repeat(32));
+    let mutator = StaticMutator::new(&config, None);
+    let before = std::env::var("ADMISSION_ENCODE").is_ok_and(|v| v == "before-fix");
+    let mut bytes = 0;
+    for _ in 0..n {
+        let (r, _) = review(black_box(body), &mutator);
+        bytes += if before {
+            encode_review_before_fix(&r).len()
+        } else {
+            encode_review(&r).len()
+        };
+    }
+    println!("{n} reviews of {name}: {bytes} bytes answered");
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("ADMISSION_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
