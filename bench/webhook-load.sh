@@ -16,12 +16,17 @@
 #    latency correction (coordinated omission), reporting p50, p99, p99.9, max and errors;
 #    (b) saturation over HTTP/1.1 ($SAT_CONNS connections) and HTTP/2 ($H2_CONNS connections
 #    x $H2_STREAMS streams), reporting requests/s and our fraction of nginx's;
+#    (c) the same saturation with a 2-byte body (`{}`), which the webhook refuses as an
+#    invalid review without any JSON work and nginx answers with a static copy of that
+#    refusal: the transport alone (TLS, HTTP, sockets), ours against nginx's;
 # 5. reads the webhook's VmRSS before the load (idle) and VmHWM after it (peak) from
 #    /proc/<pid>/status, and prints one table. Servers are stopped on exit (trap).
 #
 # Knobs (environment): BODY (request body, default the ~8.7 KB pod-typical fixture; the
 # fixtures are 3 to 20 KB), RATE (2000), DURATION (30s), SAT_DURATION (15s), SAT_CONNS (50),
-# H2_CONNS (4), H2_STREAMS (16), OHA_VERSION (1.16.0), PORT_BASE (18440).
+# H2_CONNS (4), H2_STREAMS (16), OHA_VERSION (1.16.0), PORT_BASE (18440), SKIP_BUILD (1: use
+# the target/release/mcptrust already built), CARGO_FEATURES (extra `cargo build` flags,
+# e.g. `--no-default-features` for the system allocator instead of mimalloc).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -62,8 +67,11 @@ fi
 OHA=$(command -v oha)
 
 # --- 2. build and certificates -------------------------------------------------------------
-log "cargo build --release --bin mcptrust"
-cargo build --release --bin mcptrust --quiet
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "cargo build --release --bin mcptrust"
+    # shellcheck disable=SC2086
+    cargo build --release --bin mcptrust --quiet ${CARGO_FEATURES:-}
+fi
 MCPTRUST=$ROOT/target/release/mcptrust
 
 WORK=$(mktemp -d /tmp/mcptrust-load.XXXXXX)
@@ -111,6 +119,12 @@ assert r["allowed"] and r.get("patchType") == "JSONPatch", r
 assert len(json.loads(base64.b64decode(r["patch"]))) > 0
 EOF
 RESPONSE_BYTES=$(stat -c %s "$WORK/www/mutate")
+# (c) the transport alone: the webhook's refusal of `{}`, served as is by nginx.
+printf '{}' >"$WORK/tiny.json"
+curl -s --cacert "$WORK/ca.crt" -H 'Content-Type: application/json' \
+    --data-binary "@$WORK/tiny.json" "https://127.0.0.1:$WEBHOOK_PORT/mutate" -o "$WORK/www/invalid"
+grep -q '"allowed":false' "$WORK/www/invalid"
+chmod 644 "$WORK/www/invalid"
 # nginx workers run as www-data: let them read the answer file.
 chmod 755 "$WORK" "$WORK/www"
 chmod 644 "$WORK/www/mutate"
@@ -144,6 +158,7 @@ http {
         # The static module answers POST with 405; serve the file instead (the request
         # body is read and discarded first).
         location = /mutate { error_page 405 =200 \$uri; }
+        location = /invalid { error_page 405 =200 \$uri; }
     }
 }
 EOF
@@ -163,7 +178,7 @@ NGINX_BYTES=$(curl -fs --cacert "$WORK/ca.crt" -X POST --data-binary "@$BODY" \
 run_oha() { # name url args...
     local name=$1 url=$2
     shift 2
-    "$OHA" --no-tui --output-format json -w --insecure -m POST -T application/json -D "$BODY" "$@" "$url" \
+    "$OHA" --no-tui --output-format json -w --insecure -m POST -T application/json -D "${SEND:-$BODY}" "$@" "$url" \
         >"$WORK/$name.json" 2>"$WORK/$name.err"
 }
 WEBHOOK_URL=https://127.0.0.1:$WEBHOOK_PORT/mutate
@@ -187,16 +202,23 @@ for target in webhook nginx; do
     log "$target: saturation for $SAT_DURATION (HTTP/2, $H2_CONNS connections x $H2_STREAMS streams)"
     run_oha "sat-h2-$target" "$url" -z "$SAT_DURATION" --http2 -c "$H2_CONNS" -p "$H2_STREAMS"
     sleep 1
+    tiny_url=${url%/mutate}/invalid
+    [ $target = webhook ] && tiny_url=$url
+    log "$target: transport only, saturation for $SAT_DURATION (HTTP/1.1, $SAT_CONNS connections, body {})"
+    SEND=$WORK/tiny.json run_oha "tiny-h1-$target" "$tiny_url" -z "$SAT_DURATION" -c "$SAT_CONNS"
+    sleep 1
 done
 RSS_AFTER=$(rss_kib "$WEBHOOK_PID" VmRSS)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 RSS_PEAK=$(rss_kib "$WEBHOOK_PID" VmHWM)
 
 # --- 5. table ------------------------------------------------------------------------------
 python3 - "$WORK" "$BODY" "$RESPONSE_BYTES" "$RATE" "$DURATION" "$SAT_DURATION" \
-    "$RSS_START" "$RSS_IDLE" "$RSS_AFTER" "$RSS_PEAK" "$SAT_CONNS" "$H2_CONNS" "$H2_STREAMS" <<'EOF'
+    "$RSS_START" "$RSS_IDLE" "$RSS_AFTER" "$RSS_PEAK" "$SAT_CONNS" "$H2_CONNS" "$H2_STREAMS" \
+    "$LOADAVG" <<'EOF'
 import json, os, sys
 (work, body, resp_bytes, rate, duration, sat_duration, rss_start, rss_idle, rss_after,
- rss_peak, sat_conns, h2_conns, h2_streams) = sys.argv[1:]
+ rss_peak, sat_conns, h2_conns, h2_streams, loadavg) = sys.argv[1:]
 
 def load(name):
     with open(os.path.join(work, name + ".json")) as f:
@@ -215,14 +237,15 @@ def ms(x):
 
 print()
 print(f"body: {body} ({os.path.getsize(body)} bytes), answer {resp_bytes} bytes; "
-      f"TLS 1.3, keep-alive; machine: {os.cpu_count()} CPUs")
+      f"TLS 1.3, keep-alive; machine: {os.cpu_count()} CPUs, load average after the runs {loadavg}")
 print()
 print(f"| {'run':<40} | {'server':<8} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | "
       f"{'p99.9 ms':>8} | {'max ms':>7} | {'errors':>11} |")
 print("|" + "|".join("-" * (w + 2) for w in (40, 8, 9, 7, 7, 8, 7, 11)) + "|")
 runs = [(f"(a) {rate} req/s for {duration}, HTTP/1.1", "rate"),
         (f"(b) saturation {sat_duration}, HTTP/1.1 x{sat_conns}", "sat-h1"),
-        (f"(b) saturation {sat_duration}, HTTP/2 {h2_conns}x{h2_streams}", "sat-h2")]
+        (f"(b) saturation {sat_duration}, HTTP/2 {h2_conns}x{h2_streams}", "sat-h2"),
+        (f"(c) transport only, {{}} x{sat_conns}, HTTP/1.1", "tiny-h1")]
 rps = {}
 for label, key in runs:
     for target in ("webhook", "nginx"):
@@ -235,7 +258,8 @@ for label, key in runs:
               f"{ms(p.get('p99')):>7} | {ms(p.get('p99.9')):>8} | {ms(s.get('slowest')):>7} | "
               f"{f'{bad}/{total}':>11} |")
 print()
-for key, label in (("sat-h1", "HTTP/1.1"), ("sat-h2", "HTTP/2")):
+for key, label in (("sat-h1", "HTTP/1.1"), ("sat-h2", "HTTP/2"),
+                   ("tiny-h1", "transport only (body {}, HTTP/1.1)")):
     print(f"saturation ratio webhook/nginx, {label}: "
           f"{rps[(key, 'webhook')] / rps[(key, 'nginx')]:.2f}")
 mib = lambda k: f"{int(k) / 1024:.1f} MiB"

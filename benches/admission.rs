@@ -5,6 +5,11 @@
 //! already-injected pod (the answer is an empty allow).
 //! Run: `cargo bench --bench admission`. Profiling workload: see [`profile`].
 
+/// The binary's allocator, so that the figures are those of `mcptrust` as shipped.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use base64::Engine as _;

@@ -3,6 +3,11 @@
 //! (1 init + 12 containers with env and mounts) pods, plus the patch application.
 //! Run: `cargo bench --bench inject`.
 
+/// The binary's allocator, so that the figures are those of `mcptrust` as shipped.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use mcptrust::inject::{InjectConfig, Injection, inject};
 use serde_json::{Value, json};

@@ -14,7 +14,9 @@
 //! 3. if the object deserializes as its typed Kubernetes kind (`k8s_openapi` Pod,
 //!    Deployment, ...), the patched object does too, and the patch creates no duplicate
 //!    volume name, env name or mount path that was not already duplicated;
-//! 4. a second review of the patched object answers `allowed` with no patch.
+//! 4. a second review of the patched object answers `allowed` with no patch;
+//! 5. the mutator decides the same on the injector's view of the object
+//!    (`mcptrust::inject::view`, what the webhook parses) as on the whole object.
 //!
 //! [`mutate_json`] is the structure-aware mutation used by the libFuzzer target's custom
 //! mutator: it edits the parsed JSON (deletes, duplicates, type changes, Kubernetes field
@@ -175,10 +177,33 @@ fn answer(body: &[u8], expect_uid: Option<&str>, mutator: &dyn Mutator) -> Resul
     Ok(Answer { allowed, patch })
 }
 
+/// Property 5: the same outcome (patch and skip reasons, or the same error) on the view.
+fn same_on_view(object: &Value, mutator: &dyn Mutator) -> Result<(), String> {
+    let view = mcptrust::inject::view::object_view(object)
+        .map_err(|e| format!("no view of the object: {e}"))?;
+    let show = |r: Result<Outcome, InjectError>| match r {
+        Ok(o) => format!("patch {} skipped {:?}", json!(o.patch), o.skipped),
+        Err(e) => format!("error {e}"),
+    };
+    let (whole, seen) = (
+        show(mutator.mutate(Some("ns"), object)),
+        show(mutator.mutate(Some("ns"), &view)),
+    );
+    if whole != seen {
+        return Err(format!(
+            "the view changes the outcome:\nwhole: {whole}\nview:  {seen}"
+        ));
+    }
+    Ok(())
+}
+
 fn check_one(body: &[u8], parsed: Option<&Value>, mutator: &dyn Mutator) -> Result<(), String> {
     let uid = parsed
         .and_then(|v| v.pointer("/request/uid"))
         .and_then(Value::as_str);
+    if let Some(object) = parsed.and_then(|v| v.pointer("/request/object")) {
+        same_on_view(object, mutator)?;
+    }
     let first = answer(body, uid, mutator)?;
     let Some(patch) = first.patch else {
         return Ok(());

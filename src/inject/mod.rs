@@ -8,6 +8,7 @@ mod config;
 pub mod manifest;
 mod noproxy;
 mod patch;
+pub mod view;
 
 pub use config::*;
 pub use noproxy::{build_no_proxy, normalize_no_proxy_entry};
@@ -56,6 +57,10 @@ impl InjectError {
 /// calls, because they run on the path of every pod creation.
 pub trait Mutator: Send + Sync + 'static {
     /// Computes the patch for `object` (a Pod or workload as JSON) in `namespace`.
+    ///
+    /// The webhook passes the injector's view of the object ([`view`]): only the fields
+    /// listed there are present. An implementation that reads another field must add it
+    /// to [`view`] first.
     ///
     /// # Errors
     /// [`InjectError`] when the object is malformed.

@@ -92,7 +92,8 @@ pub fn review(
     body: &[u8],
     mutator: &dyn Mutator,
 ) -> (AdmissionReview<DynamicObject>, ReviewOutcome) {
-    let mut root: Value = match serde_json::from_slice(body) {
+    // The injector's view: the review whole, the object without what no Mutator reads.
+    let mut root: Value = match crate::inject::view::parse_review(body) {
         Ok(value) => value,
         Err(err) => {
             let message = format!("cannot parse the AdmissionReview as JSON: {err}");
@@ -134,15 +135,12 @@ pub fn review(
         Some(_) => return invalid("the AdmissionReview's request is not an object".to_owned()),
     };
 
-    // Take the (possibly large) objects out before the typed parse, which then only
-    // validates the request's own fields; the injector works on the JSON as received.
+    // Take the object out before the typed parse, which then only validates the request's
+    // own fields (`oldObject` was not kept by the parse).
     let object = request
         .get_mut("object")
         .map(Value::take)
         .unwrap_or(Value::Null);
-    if let Some(old) = request.get_mut("oldObject") {
-        *old = Value::Null;
-    }
     let request: AdmissionRequest<DynamicObject> = match serde_json::from_value(request) {
         Ok(request) => request,
         Err(err) => return invalid(format!("malformed AdmissionReview request: {err}")),
@@ -195,34 +193,66 @@ fn denied(mut response: AdmissionResponse, err: &InjectError) -> AdmissionReview
     finish(response)
 }
 
-/// Serializes a review for the wire. Unlike serde's default for kube's
+/// The wire shape of an answer (`admission.k8s.io/v1` `AdmissionReview` with a
+/// `response`), borrowed from the review so that nothing is cloned: the field names and
+/// omissions of kube's `AdmissionResponse`, except `patch`, written as base64 text.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<WireResponse<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: &'a Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+    audit_annotations: &'a std::collections::HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Vec<String>>,
+}
+
+/// Serializes a review for the wire (JSON bytes). Unlike serde's default for kube's
 /// `AdmissionResponse.patch` (`Vec<u8>`, a JSON array of numbers), `response.patch` is
-/// written as a base64 string, the documented encoding of the Go `[]byte` field.
+/// written as a base64 string, the documented encoding of the Go `[]byte` field, with
+/// `patchType: JSONPatch` (the only type kube's `with_patch` sets). The request, if any,
+/// is not sent back: the API server reads only the response.
 pub fn encode_review(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
-    let patch = review.response.as_ref().and_then(|r| r.patch.as_deref());
-    // Serialized as is, the patch bytes would become one JSON number per byte (thousands
-    // of values, then thrown away): serialize a copy without them and add the base64 string.
-    let light = patch.map(|_| {
-        let mut light = review.clone();
-        if let Some(response) = light.response.as_mut() {
-            response.patch = None;
-        }
-        light
-    });
-    let value = match serde_json::to_value(light.as_ref().unwrap_or(review)) {
-        Ok(mut value) => {
-            if let (Some(patch), Some(Value::Object(response))) = (patch, value.get_mut("response"))
-            {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
-                response.insert("patch".to_owned(), Value::String(encoded));
+    let wire = WireReview {
+        api_version: &review.types.api_version,
+        kind: &review.types.kind,
+        response: review.response.as_ref().map(|r| {
+            let patch = r
+                .patch
+                .as_deref()
+                .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+            WireResponse {
+                uid: &r.uid,
+                allowed: r.allowed,
+                status: &r.result,
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+                audit_annotations: &r.audit_annotations,
+                warnings: r.warnings.as_ref(),
             }
-            value
-        }
+        }),
+    };
+    match serde_json::to_vec(&wire) {
+        Ok(bytes) => bytes,
         Err(err) => {
             // Not expected: everything in a review is plain data.
             tracing::error!(error = %err, "cannot serialize an AdmissionReview");
             let uid = review.response.as_ref().map(|r| r.uid.as_str());
-            serde_json::json!({
+            serde_json::to_vec(&serde_json::json!({
                 "apiVersion": ADMISSION_API_VERSION,
                 "kind": ADMISSION_KIND,
                 "response": {
@@ -231,10 +261,10 @@ pub fn encode_review(review: &AdmissionReview<DynamicObject>) -> Vec<u8> {
                     "status": {"status": "Failure", "code": 500, "reason": "InternalError",
                                "message": "internal error: cannot serialize the AdmissionReview"},
                 },
-            })
+            }))
+            .unwrap_or_else(|_| b"{}".to_vec())
         }
-    };
-    serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec())
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +341,51 @@ mod tests {
             .expect("base64");
         let patch: Value = serde_json::from_slice(&raw).expect("json");
         assert_eq!(patch[0]["op"], "add");
+    }
+
+    /// kube's own serialization, with `response.patch` turned into base64: the shape
+    /// [`encode_review`] must produce without going through it.
+    fn kube_serde_wire(review: &AdmissionReview<DynamicObject>) -> Value {
+        let mut v = serde_json::to_value(review).expect("serialize");
+        if let Some(p) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+            v["response"]["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(p));
+        }
+        v
+    }
+
+    #[test]
+    fn wire_matches_kube_serialization() {
+        let mut warned = patch_add();
+        warned.skipped = vec!["container x: skipped".to_owned()];
+        let cases = [
+            review(
+                &request("CREATE", json!({"metadata": {}})),
+                &Fixed(Ok(patch_add())),
+            )
+            .0,
+            review(
+                &request("CREATE", json!({"metadata": {}})),
+                &Fixed(Ok(warned)),
+            )
+            .0,
+            review(&request("CREATE", json!({})), &Fixed(Err("bad".to_owned()))).0,
+            review(&request("DELETE", json!({})), &Fixed(Ok(patch_add()))).0,
+            review(b"{", &Fixed(Ok(patch_add()))).0,
+            review(&request("CREATE", json!({})), &Panics).0,
+        ];
+        for r in &cases {
+            assert_eq!(wire(r), kube_serde_wire(r));
+        }
+        let mut audited = cases[0].clone();
+        if let Some(resp) = audited.response.as_mut() {
+            resp.audit_annotations
+                .insert("mcptrust.io/egress".to_owned(), "strict".to_owned());
+        }
+        assert_eq!(wire(&audited), kube_serde_wire(&audited));
+        assert_eq!(
+            wire(&audited)["response"]["auditAnnotations"]["mcptrust.io/egress"],
+            "strict"
+        );
     }
 
     #[test]
