@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod harness;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use harness::{Harness, Rng, mutate_json};
@@ -33,13 +33,7 @@ fn corpus() -> Vec<Vec<u8>> {
         "tests/fixtures/admission",
         "tests/fixtures/admission/regressions",
     ] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
-            .into_iter()
-            .flatten()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
+        let files = harness::files_in(&root.join(dir));
         out.extend(files.iter().map(|p| std::fs::read(p).unwrap()));
     }
     out

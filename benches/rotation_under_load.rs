@@ -21,6 +21,9 @@
 //! file, would show up as failed requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,67 +36,19 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcptrust::tls::CertInfo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use common::{Leaf, TestCa};
+
 const WORKERS: usize = 8;
 
 // ----------------------------------------------------------------------------- PKI ------
 
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    serial: String,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "mcptrust rotation bench CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
-    }
-
-    fn leaf(&self, serial: u64) -> Leaf {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("mcptrust-webhook-{serial}"));
-        params.serial_number = Some(serial.into());
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-            .unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial: CertInfo::from_der(cert.der()).unwrap().serial,
-        }
-    }
-}
+// The test CA and leaves of the integration tests (`tests/common`).
 
 /// Writes `leaf` into a new directory `<parent>/<name>/` and atomically points the symlink
 /// `<parent>/<link>` at it (the kubelet's `..data` swap).
@@ -490,7 +445,7 @@ async fn rotation(rate: f64, seconds: u64) {
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&watched).unwrap();
     std::fs::create_dir_all(&other).unwrap();
-    let ca = Ca::new();
+    let ca = TestCa::new("mcptrust rotation bench CA");
     let mut serial = 1000;
     let first = ca.leaf(serial);
     publish(&watched, "..gen_0", "..data", "..gen_0", &first);
@@ -627,7 +582,7 @@ fn ca_leaf_copy(watched: &Path) -> Leaf {
 
 async fn sigterm(rate: f64) {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
+    let ca = TestCa::new("mcptrust rotation bench CA");
     let leaf = ca.leaf(1);
     std::fs::write(tmp.path().join("tls.crt"), &leaf.cert_pem).unwrap();
     std::fs::write(tmp.path().join("tls.key"), &leaf.key_pem).unwrap();

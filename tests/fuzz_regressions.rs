@@ -12,20 +12,9 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 
-use harness::{Harness, mutate_json};
+use harness::{Harness, files_in as files, mutate_json};
 use mcptrust::inject::{InjectConfig, StaticMutator};
 use mcptrust::webhook::admission::{ReviewOutcome, review};
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    out.sort();
-    out
-}
 
 fn fixtures() -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");

@@ -33,6 +33,19 @@ use mcptrust::inject::{
 use mcptrust::webhook::admission::{encode_review, review};
 use serde_json::{Map, Value, json};
 
+/// The files directly in `dir`, sorted by path; none if `dir` does not exist. Used by the
+/// stable replays (`tests/fuzz_regressions.rs`, `benches/fuzz_stable.rs`) to load fixtures.
+pub fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    out
+}
+
 /// An [`Injection`] used as a [`Mutator`].
 struct Fixed(Injection);
 
