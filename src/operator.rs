@@ -2,7 +2,7 @@
 //! of cluster against any kubeconfig (as kube-rs controllers run in development).
 //!
 //! Every replica serves the webhook from its own reflector caches; only the holder of the
-//! Lease (kube-lease-manager, server-side apply on a `coordination.k8s.io/v1` Lease) runs
+//! Lease ([`controller::leader`]: client-go's algorithm on a `coordination.k8s.io/v1` Lease) runs
 //! the controllers, so only one replica writes.
 
 use std::path::PathBuf;
@@ -289,45 +289,14 @@ async fn run_controllers(
         run_both(ctx, stop).await;
         return;
     }
-    let manager = match kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), lease)
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_field_manager("mcptrust-leader-election")
-        .build()
-        .await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!("leader election unavailable: {e}");
-            return;
-        }
-    };
-    let (mut leader, lease_task) = manager.watch().await;
-    let mut stop_outer = stop.clone();
-    loop {
-        // Wait to lead (or to stop).
-        tokio::select! {
-            r = leader.wait_for(|l| *l) => if r.is_err() { break },
-            _ = stop_outer.wait_for(|v| *v) => break,
-        }
-        tracing::info!(identity, "acquired the lease: running the controllers");
-        let (lost_tx, lost_rx) = watch::channel(false);
-        let mut watch_leader = leader.clone();
-        let mut stop_inner = stop.clone();
-        let relay = tokio::spawn(async move {
-            tokio::select! {
-                _ = watch_leader.wait_for(|l| !*l) => {},
-                _ = stop_inner.wait_for(|v| *v) => {},
-            }
-            let _ = lost_tx.send(true);
-        });
-        run_both(ctx.clone(), lost_rx).await;
-        relay.abort();
-        if *stop.borrow() {
-            break;
-        }
-        tracing::warn!(identity, "lost the lease: controllers stopped");
-    }
-    drop(leader);
-    let _ = lease_task.await;
+    let elector = controller::leader::Elector::new(
+        ctx.client.clone(),
+        namespace,
+        lease,
+        identity,
+        controller::leader::Timings::default(),
+    );
+    elector
+        .run(stop, |until| run_both(ctx.clone(), until))
+        .await;
 }

@@ -10,6 +10,7 @@ pub mod build;
 pub mod egress;
 pub mod endpoint;
 pub mod error;
+pub mod leader;
 pub mod namespaces;
 pub mod rbac;
 pub mod reconcile;

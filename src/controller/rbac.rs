@@ -88,6 +88,6 @@ pub const CLUSTER_RULES: &[Rule] = &[
 pub const NAMESPACE_RULES: &[Rule] = &[Rule {
     api_group: "coordination.k8s.io",
     resource: "leases",
-    verbs: &["get", "create", "patch"],
-    why: "leader election (kube-lease-manager): only the Lease holder writes",
+    verbs: &["get", "list", "watch", "create", "patch"],
+    why: "leader election (controller::leader): read and watch the Lease by name (a standby takes over as soon as it is released), create it once, apply claims and renewals",
 }];
