@@ -43,7 +43,9 @@ pub const EGRESS_ENTRY_RULE: &str = concat!(
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Transport","type":"string","jsonPath":".spec.transport"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint.url","priority":1}"#,
-    printcolumn = r#"{"name":"Cert-Expiry","type":"date","jsonPath":".status.serverCertificate.notAfter"}"#,
+    // `string`, not `date`: kubectl renders a `date` column as an age, and a future time
+    // as `<invalid>`; the notAfter timestamp itself is what a reader wants here.
+    printcolumn = r#"{"name":"Cert-Expiry","type":"string","jsonPath":".status.serverCertificate.notAfter"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.size() <= 48").message("metadata.name must be at most 48 characters, so that the derived names (mcptrust-<name>-trust, <name>-server-tls) stay valid")
 )]
@@ -378,7 +380,10 @@ pub struct TrustBundleStatus {
     pub config_map_name: String,
     /// SHA-256 (hex) of `ca-bundle.pem`.
     pub sha256: String,
-    /// Number of certificates in `ca-bundle.pem`.
+    /// Number of certificates in `ca-bundle.pem`. Declared `int64` in the schema: the API
+    /// server knows the OpenAPI formats `int32` and `int64` only, and warns on every apply of
+    /// an object of a CRD that declares another (such as schemars' `uint32`).
+    #[schemars(with = "i64", range(min = 0))]
     pub certificates: u32,
 }
 
