@@ -73,7 +73,7 @@ fn injected(body: &[u8], mutator: &StaticMutator) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut config = InjectConfig::embedded_default();
+    let mut config = InjectConfig::sandbox_demo();
     config.trust_bundle_sha256 = Some("ab".repeat(32));
     let mutator = StaticMutator::new(&config, None);
     let mut group = c.benchmark_group("admission");
@@ -127,7 +127,7 @@ fn profile(spec: &str) {
         .find(|(f, _)| *f == name)
         .map(|(_, b)| *b)
         .unwrap_or(FIXTURES[1].1);
-    let mut config = InjectConfig::embedded_default();
+    let mut config = InjectConfig::sandbox_demo();
     config.trust_bundle_sha256 = Some("ab".repeat(32));
     let mutator = StaticMutator::new(&config, None);
     let before = std::env::var("ADMISSION_ENCODE").is_ok_and(|v| v == "before-fix");

@@ -40,7 +40,7 @@ fn large() -> Value {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut cfg = InjectConfig::embedded_default();
+    let mut cfg = InjectConfig::sandbox_demo();
     cfg.trust_bundle_sha256 = Some("ab".repeat(32));
     let inj = Injection::resolve(&cfg, None);
     let mut group = c.benchmark_group("inject");

@@ -679,7 +679,7 @@ fn operator_config_egress_section_has_defaults() {
     assert!(InjectConfig::from_yaml("egress:\n  proxyCidr: 10.0.0.1/32\n").is_err());
     let text = std::fs::read_to_string("examples/config.yaml").expect("example config");
     InjectConfig::from_yaml(&text).expect("examples/config.yaml parses");
-    let d = EgressDefaults::from_config(&InjectConfig::embedded_default());
+    let d = EgressDefaults::from_config(&InjectConfig::sandbox_demo());
     assert_eq!(
         d.proxy.https_proxy.as_deref(),
         Some("http://10.200.0.1:3128")
@@ -690,7 +690,7 @@ fn operator_config_egress_section_has_defaults() {
 fn injected_pods_carry_the_egress_mode() {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "agent-sandbox"}},
                      "spec": {"containers": [{"name": "c", "image": "i"}]}});
-    let cfg = InjectConfig::embedded_default();
+    let cfg = InjectConfig::sandbox_demo();
     for (mode, want) in [("Audit", Some("Audit")), ("Enforce", Some("Enforce"))] {
         let s = server("s", egress_spec(mode, &["api.github.com:443"], None), None);
         let inj = Injection::resolve(&cfg, Some(&s));

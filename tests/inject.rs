@@ -18,7 +18,7 @@ const CA: &str = "/etc/mcptrust/trust/ca.pem";
 const PROXY: &str = "http://10.200.0.1:3128";
 
 fn defaults() -> Injection {
-    let mut cfg = InjectConfig::embedded_default();
+    let mut cfg = InjectConfig::sandbox_demo();
     cfg.trust_bundle_sha256 = Some("ab".repeat(32));
     Injection::resolve(&cfg, None)
 }
@@ -502,7 +502,7 @@ fn mcpserver_settings_are_merged() {
         }),
         ..Default::default()
     });
-    let mut cfg = InjectConfig::embedded_default();
+    let mut cfg = InjectConfig::sandbox_demo();
     cfg.proxy.https_proxy = Some("http://other:1".into());
     let inj = Injection::resolve(&cfg, Some(&server));
     let obj = pod(
@@ -538,7 +538,7 @@ fn mcpserver_settings_are_merged() {
 
 #[test]
 fn no_proxy_configured_means_no_proxy_env() {
-    let mut cfg = InjectConfig::embedded_default();
+    let mut cfg = InjectConfig::sandbox_demo();
     cfg.proxy.http_proxy = None;
     cfg.proxy.https_proxy = None;
     let obj = pod(json!({"containers": [{"name": "c", "image": "i"}]}));
@@ -583,7 +583,7 @@ fn many_containers_all_injected() {
 fn changed_bundle_hash_replaces_the_annotation() {
     let obj = pod(json!({"containers": [{"name": "c", "image": "i"}]}));
     let (m, _) = run(&obj, &defaults());
-    let mut cfg = InjectConfig::embedded_default();
+    let mut cfg = InjectConfig::sandbox_demo();
     cfg.trust_bundle_sha256 = Some("ef".repeat(32));
     let newer = Injection::resolve(&cfg, None);
     let (m2, out) = run(&m, &newer);
@@ -613,12 +613,9 @@ fn malformed_objects_are_errors_not_panics() {
 #[test]
 fn manifests_stream_injects_and_passes_through() {
     let text = std::fs::read_to_string("examples/deployment.yaml").expect("example");
-    let out = mcptrust::inject::manifest::inject_manifests(
-        &text,
-        &InjectConfig::embedded_default(),
-        None,
-    )
-    .expect("inject");
+    let out =
+        mcptrust::inject::manifest::inject_manifests(&text, &InjectConfig::sandbox_demo(), None)
+            .expect("inject");
     let docs = mcptrust::inject::manifest::split_documents(&out);
     assert_eq!(docs.len(), 2);
     let deploy: Value = serde_saphyr::from_str(docs[0].text).expect("yaml");
@@ -636,7 +633,7 @@ fn manifests_stream_injects_and_passes_through() {
     let _: Deployment = serde_json::from_value(deploy).expect("Deployment");
     // Injecting the output again changes nothing.
     let again =
-        mcptrust::inject::manifest::inject_manifests(&out, &InjectConfig::embedded_default(), None)
+        mcptrust::inject::manifest::inject_manifests(&out, &InjectConfig::sandbox_demo(), None)
             .expect("inject");
     assert_eq!(again, out);
 }
@@ -648,7 +645,7 @@ fn mcpserver_selector_picks_pods() {
     let input = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: jira-mcp}}\nspec: {containers: [{name: c, image: i}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, labels: {app: other}}\nspec: {containers: [{name: c, image: i}]}\n";
     let out = mcptrust::inject::manifest::inject_manifests(
         input,
-        &InjectConfig::embedded_default(),
+        &InjectConfig::sandbox_demo(),
         Some(&server),
     )
     .expect("inject");
@@ -668,4 +665,34 @@ fn mcpserver_selector_picks_pods() {
         "mcptrust-trust"
     );
     assert!(env(&b["spec"]["containers"][0], "HTTPX_LOG_LEVEL").is_none());
+}
+
+/// The sandbox demo the tests use is what `examples/sandbox-config.yaml` (the file the
+/// README passes to `--config`) says; the embedded default configures no proxy.
+#[test]
+fn sandbox_demo_is_the_example_and_the_default_has_no_proxy() {
+    let text = std::fs::read_to_string("examples/sandbox-config.yaml").expect("example");
+    assert_eq!(
+        InjectConfig::from_yaml(&text).expect("parses"),
+        InjectConfig::sandbox_demo()
+    );
+    let default = InjectConfig::embedded_default();
+    assert!(!default.proxy.enabled());
+    assert!(default.proxy.service_cidrs.is_empty() && default.proxy.api_server_ips.is_empty());
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                     "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let (mutated, _) = run(&pod, &Injection::resolve(&default, None));
+    let c = &mutated["spec"]["containers"][0];
+    assert_eq!(env(c, "SSL_CERT_FILE"), Some(BUNDLE));
+    for v in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "NODE_USE_ENV_PROXY",
+    ] {
+        assert_eq!(env(c, v), None, "{v} without a proxy");
+    }
 }

@@ -67,10 +67,10 @@ impl Default for Harness {
 }
 
 impl Harness {
-    /// The embedded default config (proxy on, bundle hash set), and an McpServer-like
+    /// The sandbox demo config (proxy on, bundle hash set), and an McpServer-like
     /// injection with extra env, two mTLS mounts and the system-trust overlay.
     pub fn new() -> Self {
-        let mut config = InjectConfig::embedded_default();
+        let mut config = InjectConfig::sandbox_demo();
         config.trust_bundle_sha256 = Some("ab".repeat(32));
         let default = StaticMutator::new(&config, None);
         let mut server = Injection::resolve(&config, None);

@@ -233,10 +233,27 @@ impl Default for InjectConfig {
     }
 }
 
-/// The built-in default configuration, used when no `--config` is given: the seed-000
-/// sandbox (an OpenShell-style CONNECT proxy at 10.200.0.1:3128 that re-signs TLS) on a
-/// kubeadm-style cluster.
+/// The built-in default configuration, used when no `--config` is given: the trust volume
+/// and the CA variables, and no proxy (an operator must not point pods, or open egress, at
+/// a proxy that its cluster does not have).
 pub const EMBEDDED_DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
+
+/// The seed-000 sandbox demo config, the text of `examples/sandbox-config.yaml` less its
+/// comments ([`InjectConfig::sandbox_demo`]).
+pub const SANDBOX_DEMO_CONFIG: &str = "\
+mountPath: /etc/mcptrust/trust
+volumeName: mcptrust-trust
+trustConfigMap: mcptrust-trust
+proxy:
+  httpProxy: http://10.200.0.1:3128
+  httpsProxy: http://10.200.0.1:3128
+  noProxy: []
+  serviceCidrs: [10.96.0.0/12]
+  podCidrs: [10.244.0.0/16]
+  apiServerIps: [10.96.0.1]
+  clusterDomain: cluster.local
+overlaySystemTrust: false
+";
 
 impl InjectConfig {
     /// Parses a YAML config file's text.
@@ -245,6 +262,17 @@ impl InjectConfig {
     /// A YAML syntax error or an unknown field, with the line and column.
     pub fn from_yaml(text: &str) -> Result<Self, serde_saphyr::Error> {
         serde_saphyr::from_str(text)
+    }
+
+    /// The sandbox demo of seed 000 (a re-signing CONNECT proxy at 10.200.0.1:3128 on a
+    /// kubeadm-style cluster): what `examples/sandbox-config.yaml` holds (a test compares
+    /// them). Tests and benchmarks use it to exercise the whole env block.
+    ///
+    /// # Panics
+    /// Never: the text is checked by a unit test.
+    #[allow(clippy::expect_used)]
+    pub fn sandbox_demo() -> Self {
+        Self::from_yaml(SANDBOX_DEMO_CONFIG).expect("sandbox demo config parses")
     }
 
     /// The embedded default configuration ([`EMBEDDED_DEFAULT_CONFIG`]).

@@ -544,7 +544,10 @@ mod tests {
 
     #[test]
     fn env_block_shapes() {
-        let inj = Injection::resolve(&InjectConfig::embedded_default(), None);
+        let sandbox = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sandbox-config.yaml");
+        let text = std::fs::read_to_string(sandbox).expect("examples/sandbox-config.yaml");
+        let cfg = InjectConfig::from_yaml(&text).expect("sandbox config");
+        let inj = Injection::resolve(&cfg, None);
         let env = desired_env(&inj);
         let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         assert_eq!(
@@ -563,9 +566,9 @@ mod tests {
 
     #[test]
     fn no_proxy_env_without_proxy() {
-        let mut cfg = InjectConfig::embedded_default();
-        cfg.proxy.http_proxy = None;
-        cfg.proxy.https_proxy = None;
+        // The embedded default (what `mcptrust run` uses without --config) has no proxy.
+        let cfg = InjectConfig::embedded_default();
+        assert!(!cfg.proxy.enabled());
         let env = desired_env(&Injection::resolve(&cfg, None));
         assert!(
             env.iter()
