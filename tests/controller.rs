@@ -637,6 +637,10 @@ async fn rotation_rolls_selected_workloads() {
     let (ctx, mut api) = context(NOW);
     let task = tokio::spawn(reconcile(Arc::new(server(spec, Some(old_status))), ctx));
     expect_bundle(&mut api, &corp).await;
+    // The status (which names the new bundle) is written before any workload is rolled.
+    let st = api.expect_status_apply("agents", "github").await;
+    assert_ne!(st.body["status"]["trustBundle"]["sha256"], "00".repeat(32));
+    st.status_ok();
     let deployment = |name: &str, app: &str| {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "agents"},
                "spec": {"selector": {"matchLabels": {"app": app}},
@@ -678,9 +682,6 @@ async fn rotation_rolls_selected_workloads() {
     )
     .await
     .ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": []}));
-    let st = api.expect_status_apply("agents", "github").await;
-    assert_ne!(st.body["status"]["trustBundle"]["sha256"], "00".repeat(32));
-    st.status_ok();
     task.await.expect("join").expect("reconcile");
 }
 

@@ -695,39 +695,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     // 2c. Egress policy: NetworkPolicy and proxy allow-list (see super::egress).
     desired.push(super::egress::reconcile(&ctx, &server, &ns, &name, &old_status).await?);
 
-    // 3. Rotation.
-    let strategy = server.spec.rotation.clone().unwrap_or_default().strategy;
-    if let (RotationStrategy::RollingRestart, Some(selector), Some(bundle)) = (
-        strategy,
-        server.spec.pod_selector.as_ref(),
-        status.trust_bundle.as_ref(),
-    ) {
-        let new_hash = build::rotation_hash(
-            &bundle.sha256,
-            status
-                .server_certificate
-                .as_ref()
-                .and_then(|c| c.sha256.as_deref()),
-        );
-        let old_hash = old_status.trust_bundle.as_ref().map(|b| {
-            build::rotation_hash(
-                &b.sha256,
-                old_status
-                    .server_certificate
-                    .as_ref()
-                    .and_then(|c| c.sha256.as_deref()),
-            )
-        });
-        // Roll only on a real change of material that pods already had.
-        if old_hash.is_some_and(|h| h != new_hash) {
-            let restarted = rolling_restart(&ctx, &server, &ns, selector, &new_hash).await?;
-            if !restarted.is_empty() {
-                tracing::info!(mcpserver = %name, ?restarted, "rolled workloads after rotation");
-            }
-        }
-    }
-
-    // 4. Status: Ready summarises; one apply, only when something changed.
+    // 3. Status: Ready summarises; one apply, only when something changed.
     // Audit mode is a choice, not a failure: Ready stays True and says so.
     let failing: Vec<&DesiredCondition> = desired
         .iter()
@@ -768,6 +736,40 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             &Patch::Apply(&body),
         )
         .await?;
+    }
+
+    // 4. Rotation, after the status: the webhook labels each new pod with the bundle hash it
+    // reads from the trust ConfigMap and the status, both written by now, so no pod of the
+    // rollout is admitted with the old hash.
+    let strategy = server.spec.rotation.clone().unwrap_or_default().strategy;
+    if let (RotationStrategy::RollingRestart, Some(selector), Some(bundle)) = (
+        strategy,
+        server.spec.pod_selector.as_ref(),
+        status.trust_bundle.as_ref(),
+    ) {
+        let new_hash = build::rotation_hash(
+            &bundle.sha256,
+            status
+                .server_certificate
+                .as_ref()
+                .and_then(|c| c.sha256.as_deref()),
+        );
+        let old_hash = old_status.trust_bundle.as_ref().map(|b| {
+            build::rotation_hash(
+                &b.sha256,
+                old_status
+                    .server_certificate
+                    .as_ref()
+                    .and_then(|c| c.sha256.as_deref()),
+            )
+        });
+        // Roll only on a real change of material that pods already had.
+        if old_hash.is_some_and(|h| h != new_hash) {
+            let restarted = rolling_restart(&ctx, &server, &ns, selector, &new_hash).await?;
+            if !restarted.is_empty() {
+                tracing::info!(mcpserver = %name, ?restarted, "rolled workloads after rotation");
+            }
+        }
     }
 
     let _ = (bundle_ok, certs_ok);

@@ -72,21 +72,19 @@ impl ClusterMutator {
         servers.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let server = servers.first().map(|s| s.as_ref());
         let mut inj = Injection::resolve(&self.config, server);
-        if server.is_none() {
-            // The namespace-default bundle's hash, from the managed ConfigMap's metadata.
-            let key = ObjectRef::new(&self.config.trust_config_map).within(namespace);
-            inj.bundle_sha256 = self
-                .caches
-                .config_maps
-                .get(&key)
-                .and_then(|cm| {
-                    cm.metadata
-                        .annotations
-                        .as_ref()?
-                        .get(ANNOTATION_BUNDLE_SHA256)
-                        .cloned()
-                })
-                .or(inj.bundle_sha256);
+        // The hash of the bundle the pod mounts, from the trust ConfigMap's own metadata:
+        // the controller writes the ConfigMap before anything else, so this is never older
+        // than the McpServer's status (a rollout's first pod could otherwise be admitted
+        // with the previous hash).
+        let key = ObjectRef::new(&inj.config_map).within(namespace);
+        if let Some(sha) = self.caches.config_maps.get(&key).and_then(|cm| {
+            cm.metadata
+                .annotations
+                .as_ref()?
+                .get(ANNOTATION_BUNDLE_SHA256)
+                .cloned()
+        }) {
+            inj.bundle_sha256 = Some(sha);
         }
         if let Some(s) = server.filter(|s| s.spec.mtls.is_some()) {
             let name = s.metadata.name.clone().unwrap_or_default();
