@@ -285,13 +285,19 @@ impl Context {
         (self.clock)()
     }
 
-    /// Publishes an event on `server`; a failure to publish is logged, never fatal.
+    /// Publishes an event on `server`; a failure to publish is logged, never fatal (see
+    /// [`Context::event_about`] for the retries).
     pub async fn event(&self, server: &McpServer, type_: EventType, reason: &str, note: &str) {
         self.event_about(server, None, type_, reason, note).await
     }
 
     /// Publishes an event on `server` about a related object (a Secret, a workload), which
     /// also keeps events about different objects in separate series.
+    ///
+    /// An issuance is only visible to people through its event, so a transient failure (the
+    /// API server unreachable or restarting, a 5xx or 429 answer) is retried with backoff
+    /// (0.25 s doubling, about 30 s in all) before the event is given up and logged; other
+    /// refusals (403, 422) are logged at once.
     pub async fn event_about(
         &self,
         server: &McpServer,
@@ -307,8 +313,24 @@ impl Context {
             action: "Reconcile".to_string(),
             secondary: related,
         };
-        if let Err(e) = self.recorder.publish(&ev, &server.object_ref(&())).await {
-            tracing::warn!(reason, "publishing an event failed: {e}");
+        let reference = server.object_ref(&());
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.recorder.publish(&ev, &reference).await {
+                Ok(()) => return,
+                Err(e) if transient(&e) && delay <= Duration::from_secs(16) => {
+                    tracing::debug!(
+                        reason,
+                        "publishing an event failed, retrying in {delay:?}: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(reason, "publishing an event failed: {e}");
+                    return;
+                }
+            }
         }
     }
 
@@ -467,4 +489,13 @@ fn sources_to_servers<K: Resource>(
         })
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
+}
+
+/// Whether an API error is worth retrying: no answer at all, or 429 / 5xx.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::Auth(_) | kube::Error::SerdeError(_) | kube::Error::BuildRequest(_) => false,
+        _ => true,
+    }
 }
