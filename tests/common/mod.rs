@@ -3,6 +3,8 @@
 //! test CA, AdmissionReview builders and a server harness on 127.0.0.1.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod envtest;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

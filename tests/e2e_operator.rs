@@ -1,0 +1,583 @@
+//! The operator end to end on a real kube-apiserver (`tests/common/envtest.rs`):
+//!
+//! - `mcptrust run`, out of cluster, authenticates with a TokenRequest token of the
+//!   ServiceAccount that the chart renders, bound to exactly the chart's ClusterRoles and
+//!   Role; it reconciles an mTLS McpServer with a trust source, egress and a RollingRestart
+//!   target to Ready, and the API server never answers `forbidden`;
+//! - its webhook is registered with the chart's MutatingWebhookConfiguration, pointed at
+//!   the process by URL with a caBundle; pods created through the API server come back
+//!   injected from the webhook's caches;
+//! - `kubectl get mcps` (plain and wide) and `kubectl describe mcps` print what the README
+//!   shows (the transcripts are written to `target/e2e-transcripts/`, which
+//!   `bench/readme-transcripts.sh` prints for the README);
+//! - status: `observedGeneration` follows the spec, `lastTransitionTime` stays while the
+//!   status stays, and a reconcile that changes nothing writes nothing;
+//! - after a rotation, a pod created the moment the rollout starts names the new bundle.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::TestCa;
+use common::envtest::{
+    ControlPlane, chart_documents, forbidden_lines, free_port, http_get, metric_sum,
+    start_operator, wait_until, wait_until_or,
+};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&cp.kubectl(&all)).unwrap()
+}
+
+fn apply(cp: &ControlPlane, obj: &Value) {
+    let out = cp.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=e2e",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &obj.to_string(),
+    );
+    assert!(
+        out.status.success(),
+        "applying {obj}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn condition<'a>(server: &'a Value, type_: &str) -> Option<&'a Value> {
+    server["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn ready(server: &Value) -> bool {
+    condition(server, "Ready").is_some_and(|c| c["status"] == "True")
+}
+
+fn trust_ca(cp: &ControlPlane, ns: &str, pem: &str) {
+    apply(
+        cp,
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "corp-proxy-ca", "namespace": ns},
+            "data": {"ca.crt": pem},
+        }),
+    );
+}
+
+fn pod(cp: &ControlPlane, ns: &str, name: &str, labels: Value) -> Value {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"containers": [{"name": "server", "image": "ghcr.io/example/github-mcp:1"}]},
+    });
+    let out = cp.kubectl_stdin(&["create", "-o", "json", "-f", "-"], &obj.to_string());
+    assert!(
+        out.status.success(),
+        "creating pod {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn annotation(obj: &Value, key: &str) -> Option<String> {
+    obj["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn resource_versions(cp: &ControlPlane, items: &[(&str, &str, &str)]) -> BTreeMap<String, String> {
+    items
+        .iter()
+        .map(|(kind, ns, name)| {
+            let v = get_json(cp, &["-n", ns, kind, name]);
+            (
+                format!("{kind}/{ns}/{name}"),
+                v["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Writes a transcript for the README (`target/e2e-transcripts/<name>.txt`).
+fn transcript(name: &str, command: &str, output: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-transcripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.txt")),
+        format!("$ {command}\n{output}"),
+    )
+    .unwrap();
+}
+
+/// What a rollout looked like from a watch.
+struct Rollout {
+    /// The first pod of the rollout, as admitted.
+    pod: Value,
+    /// resourceVersion of the Deployment write that changed the rotation annotation.
+    restart_rv: u64,
+    /// resourceVersion of the McpServer write that first named the new bundle.
+    status_rv: u64,
+}
+
+/// Watches Deployment `github-mcp` and McpServer `github`, runs `change`, and creates a pod
+/// selected by the McpServer as soon as the watch shows a new `mcptrust.io/rotation-hash`
+/// (as a ReplicaSet controller would create its first pod).
+fn first_pod_of_rollout(cp: &ControlPlane, ns: &str, change: impl FnOnce()) -> Rollout {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    use mcptrust::api::McpServer;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = cp.client().await;
+        let by_name = |n: &str| watcher::Config::default().fields(&format!("metadata.name={n}"));
+        let rv = |m: &kube::api::ObjectMeta| -> u64 {
+            // Opaque to clients in general; etcd's revision, a number, on this server.
+            m.resource_version.as_deref().unwrap().parse().unwrap()
+        };
+        let hash = |d: &Deployment| {
+            d.spec
+                .template
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()?
+                .get("mcptrust.io/rotation-hash")
+                .cloned()
+        };
+        let sha = |s: &McpServer| s.status.as_ref()?.trust_bundle.as_ref().map(|b| b.sha256.clone());
+        let mut deployments = watcher(Api::<Deployment>::namespaced(client.clone(), ns), by_name("github-mcp"))
+            .applied_objects()
+            .boxed();
+        let mut servers = watcher(Api::<McpServer>::namespaced(client.clone(), ns), by_name("github"))
+            .applied_objects()
+            .boxed();
+        let before = hash(&deployments.next().await.unwrap().unwrap());
+        let old_sha = sha(&servers.next().await.unwrap().unwrap());
+        change();
+        let (mut restart_rv, mut status_rv) = (None, None);
+        let mut pod = Value::Null;
+        let watched = tokio::time::timeout(WAIT, async {
+            while restart_rv.is_none() || status_rv.is_none() {
+                tokio::select! {
+                    Some(d) = deployments.next(), if restart_rv.is_none() => {
+                        let d = d.unwrap();
+                        if hash(&d) != before {
+                            restart_rv = Some(rv(&d.metadata));
+                            let new: Pod = serde_json::from_value(json!({
+                                "metadata": {"name": "rollout-first", "labels": {"app": "github-mcp"}},
+                                "spec": {"containers": [{"name": "server", "image": "ghcr.io/example/github-mcp:1"}]},
+                            }))
+                            .unwrap();
+                            let created = Api::<Pod>::namespaced(client.clone(), ns)
+                                .create(&PostParams::default(), &new)
+                                .await
+                                .unwrap();
+                            pod = serde_json::to_value(created).unwrap();
+                        }
+                    }
+                    Some(s) = servers.next(), if status_rv.is_none() => {
+                        let s = s.unwrap();
+                        if sha(&s) != old_sha {
+                            status_rv = Some(rv(&s.metadata));
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            watched.is_ok(),
+            "within {WAIT:?}: restart at {restart_rv:?}, new bundle in the status at {status_rv:?}"
+        );
+        Rollout {
+            pod,
+            restart_rv: restart_rv.unwrap(),
+            status_rv: status_rv.unwrap(),
+        }
+    })
+}
+
+#[test]
+fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
+    let Some(cp) = e2e!() else { return };
+    let Some(rbac) = chart_documents(
+        "default",
+        &[
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        ],
+    ) else {
+        return;
+    };
+    let Some(webhooks) = chart_documents("default", &["MutatingWebhookConfiguration"]) else {
+        return;
+    };
+    cp.install_crds();
+
+    // The chart's release namespace, ServiceAccount and RBAC, as rendered.
+    cp.kubectl(&["create", "namespace", "mcptrust"]);
+    for doc in &rbac {
+        apply(cp, doc);
+    }
+    let kubeconfig = cp.service_account_kubeconfig("mcptrust", "mcptrust");
+
+    let app = cp.namespace("agents");
+    let gateway = cp.namespace("gateway");
+    cp.kubectl(&["label", "namespace", &app, "mcptrust.io/injection=enabled"]);
+
+    // The webhook's serving certificate (certMode: provided) and the chart's webhook
+    // configuration, pointed at this process by URL.
+    let tls = tempfile::tempdir().unwrap();
+    let webhook_ca = TestCa::new("e2e-webhook-ca");
+    let files = common::TlsFiles::in_dir(tls.path());
+    files.write_atomic(&webhook_ca.leaf(1));
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let mut mwc = webhooks[0].clone();
+    {
+        use base64::Engine as _;
+        let wh = &mut mwc["webhooks"][0];
+        wh["clientConfig"] = json!({
+            "url": format!("https://127.0.0.1:{webhook_port}/mutate"),
+            "caBundle": base64::engine::general_purpose::STANDARD.encode(&webhook_ca.pem),
+        });
+        // Fail rather than Ignore: a webhook that is not called must fail this test.
+        wh["failurePolicy"] = json!("Fail");
+    }
+    apply(cp, &mwc);
+
+    let ca1 = TestCa::new("corp-proxy-ca-1");
+    trust_ca(cp, &app, &ca1.pem);
+    apply(
+        cp,
+        &json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "github-mcp", "namespace": app},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "github-mcp"}},
+                "template": {
+                    "metadata": {"labels": {"app": "github-mcp"}},
+                    "spec": {"containers": [{"name": "server", "image": "ghcr.io/example/github-mcp:1"}]},
+                },
+            },
+        }),
+    );
+
+    let operator = start_operator(
+        cp,
+        "mcptrust-e2e-0",
+        &kubeconfig,
+        &[
+            "--operator-namespace",
+            "mcptrust",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--webhook-listen",
+            &format!("127.0.0.1:{webhook_port}"),
+            "--webhook-cert-mode",
+            "provided",
+            "--tls-cert-file",
+            files.cert.to_str().unwrap(),
+            "--tls-key-file",
+            files.key.to_str().unwrap(),
+            "--disable-endpoint-probe",
+        ],
+    );
+
+    let server = json!({
+        "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+        "metadata": {"name": "github", "namespace": app},
+        "spec": {
+            "transport": "streamable-http",
+            "endpoint": {"url": format!("https://github-mcp.{app}.svc:8443/mcp/")},
+            "podSelector": {"matchLabels": {"app": "github-mcp"}},
+            "trust": {"includeSystemRoots": true, "sources": [{"configMap": {"name": "corp-proxy-ca", "key": "ca.crt"}}]},
+            "mtls": {
+                "server": {"dnsNames": [format!("github-mcp.{app}.svc")], "ipAddresses": ["127.0.0.1"]},
+                "clients": [{"name": "mcpgateway", "namespace": gateway}],
+            },
+            // A hostname rule is enforced by a proxy: this server's own (an IP address, so
+            // that the NetworkPolicy can open it).
+            "proxy": {"httpsProxy": "http://10.200.0.1:3128"},
+            "egress": {"mode": "Enforce", "allow": ["api.github.com:443"]},
+            "rotation": {"strategy": "RollingRestart"},
+        },
+    });
+    apply(cp, &server);
+    let started = Instant::now();
+    let mut current = Value::Null;
+    wait_until_or(
+        WAIT,
+        "McpServer github Ready",
+        || {
+            current = get_json(cp, &["-n", &app, "mcps", "github"]);
+            ready(&current) || !operator.alive()
+        },
+        || {
+            format!(
+                "status: {}\noperator log:\n{}",
+                get_json(cp, &["-n", &app, "mcps", "github"])["status"],
+                operator.tail(60)
+            )
+        },
+    );
+    assert!(
+        operator.alive(),
+        "the operator exited:\n{}",
+        operator.tail(40)
+    );
+    eprintln!(
+        "McpServer Ready {:?} after it was created",
+        started.elapsed()
+    );
+    let status = &current["status"];
+    for t in [
+        "TrustBundleReady",
+        "CertificatesReady",
+        "EgressPolicyReady",
+        "Ready",
+    ] {
+        let c = condition(&current, t).unwrap_or_else(|| panic!("no {t} condition: {status}"));
+        assert_eq!(c["status"], "True", "{t}: {c}");
+    }
+    assert_eq!(
+        status["observedGeneration"], current["metadata"]["generation"],
+        "{status}"
+    );
+    let bundle_cm = status["trustBundle"]["configMapName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sha1 = status["trustBundle"]["sha256"].as_str().unwrap().to_owned();
+    let client_secret = status["clientCertificates"][0]["secretName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cm = get_json(cp, &["-n", &app, "configmap", &bundle_cm]);
+    assert_eq!(
+        annotation(&cm, "mcptrust.io/trust-bundle-sha256").as_deref(),
+        Some(sha1.as_str())
+    );
+    assert!(
+        cm["data"]["ca.pem"]
+            .as_str()
+            .unwrap()
+            .contains(ca1.pem.trim())
+    );
+    let server_secret = get_json(cp, &["-n", &app, "secret", "github-server-tls"]);
+    assert_eq!(server_secret["type"], "kubernetes.io/tls");
+    let client = get_json(cp, &["-n", &gateway, "secret", &client_secret]);
+    assert_eq!(client["type"], "kubernetes.io/tls");
+    let policies = get_json(cp, &["-n", &app, "networkpolicies"]);
+    assert!(
+        !policies["items"].as_array().unwrap().is_empty(),
+        "no egress NetworkPolicy"
+    );
+
+    // kubectl's view of it, from this server.
+    let get = cp.kubectl(&["-n", &app, "get", "mcps"]);
+    let header: Vec<&str> = get.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "TRANSPORT", "CERT-EXPIRY", "AGE"],
+        "{get}"
+    );
+    let row: Vec<&str> = get.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], ["github", "True", "streamable-http"], "{get}");
+    let not_after = status["serverCertificate"]["notAfter"].as_str().unwrap();
+    assert_eq!(row[3], not_after, "CERT-EXPIRY shows the notAfter: {get}");
+    assert!(!get.contains("<invalid>"), "{get}");
+    transcript("get", "kubectl get mcps", &get);
+    let wide = cp.kubectl(&["-n", &app, "get", "mcps", "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap().contains("ENDPOINT")
+            && wide.contains(&format!("https://github-mcp.{app}.svc:8443/mcp/")),
+        "{wide}"
+    );
+    transcript("get-wide", "kubectl get mcps -o wide", &wide);
+    let describe = cp.kubectl(&["-n", &app, "describe", "mcps", "github"]);
+    for needle in [
+        "Conditions:",
+        "TrustBundleReady",
+        "CertificatesReady",
+        "EgressPolicyReady",
+        "Observed Generation:",
+        "Events:",
+        "Issued",
+    ] {
+        assert!(
+            describe.contains(needle),
+            "describe lacks {needle:?}:\n{describe}"
+        );
+    }
+    transcript("describe", "kubectl describe mcps github", &describe);
+
+    // A reconcile that changes nothing writes nothing.
+    let owned = [
+        ("configmap", app.as_str(), bundle_cm.as_str()),
+        ("secret", app.as_str(), "github-server-tls"),
+        ("secret", gateway.as_str(), client_secret.as_str()),
+    ];
+    let before = resource_versions(cp, &owned);
+    let status_before = current["status"].clone();
+    let reconciles = || metric_sum(&http_get(admin_port, "/metrics"), "reconciles_total");
+    let count = reconciles();
+    cp.kubectl(&[
+        "-n",
+        &app,
+        "annotate",
+        "mcps",
+        "github",
+        "e2e.mcptrust.io/poke=1",
+    ]);
+    wait_until(WAIT, "a reconcile after the poke", || reconciles() > count);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        resource_versions(cp, &owned),
+        before,
+        "a no-op reconcile wrote"
+    );
+    let after = get_json(cp, &["-n", &app, "mcps", "github"]);
+    assert_eq!(
+        after["status"], status_before,
+        "a no-op reconcile changed the status"
+    );
+
+    // A spec change: observedGeneration follows, Ready keeps its lastTransitionTime.
+    let ready_since = condition(&after, "Ready").unwrap()["lastTransitionTime"].clone();
+    let mut changed = server.clone();
+    changed["spec"]["egress"]["allow"] = json!(["api.github.com:443", "uploads.github.com:443"]);
+    apply(cp, &changed);
+    wait_until(WAIT, "observedGeneration 2", || {
+        current = get_json(cp, &["-n", &app, "mcps", "github"]);
+        current["status"]["observedGeneration"] == current["metadata"]["generation"]
+            && current["metadata"]["generation"] == 2
+    });
+    assert!(ready(&current));
+    for c in current["status"]["conditions"].as_array().unwrap() {
+        assert_eq!(c["observedGeneration"], 2, "{c}");
+    }
+    assert_eq!(
+        condition(&current, "Ready").unwrap()["lastTransitionTime"],
+        ready_since,
+        "Ready stayed True: its lastTransitionTime must stay"
+    );
+
+    // Pods created through the API server come back injected.
+    let selected = pod(cp, &app, "selected", json!({"app": "github-mcp"}));
+    assert_eq!(
+        annotation(&selected, "mcptrust.io/injected").as_deref(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{selected}"
+    );
+    assert_eq!(
+        annotation(&selected, "mcptrust.io/trust-bundle-sha256").as_deref(),
+        Some(sha1.as_str())
+    );
+    assert_eq!(
+        annotation(&selected, "mcptrust.io/mcpserver"),
+        Some(format!("{app}/github"))
+    );
+    let volumes = selected["spec"]["volumes"].to_string();
+    assert!(volumes.contains(&bundle_cm), "{volumes}");
+    assert!(volumes.contains("github-server-tls"), "{volumes}");
+    let env = selected["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("SSL_CERT_FILE"), "{env}");
+    assert!(
+        env.contains("http://10.200.0.1:3128"),
+        "the McpServer's proxy: {env}"
+    );
+    // A pod no McpServer selects gets the namespace default, and the operator's default
+    // config (no --config) sets no proxy.
+    let other = pod(cp, &app, "other", json!({"app": "other"}));
+    assert!(
+        annotation(&other, "mcptrust.io/injected").is_some(),
+        "{other}"
+    );
+    assert!(
+        other["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["configMap"]["name"] == "mcptrust-trust"),
+        "the namespace-default bundle: {other}"
+    );
+    let env = other["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("SSL_CERT_FILE"), "{env}");
+    assert!(
+        !env.to_ascii_uppercase().contains("PROXY"),
+        "the default config has no proxy: {env}"
+    );
+
+    // Rotation: a new CA in the trust source rolls the Deployment; a pod admitted right
+    // after the rollout starts names the bundle it mounts.
+    // The Deployment is watched in this process, and the pod created the moment the
+    // rotation annotation changes, as a ReplicaSet controller would create its first pod.
+    let ca2 = TestCa::new("corp-proxy-ca-2");
+    let rollout = first_pod_of_rollout(cp, &app, || trust_ca(cp, &app, &ca2.pem));
+    assert!(
+        rollout.status_rv < rollout.restart_rv,
+        "the workload was rolled (resourceVersion {}) before the status named the new bundle ({})",
+        rollout.restart_rv,
+        rollout.status_rv
+    );
+    let first = rollout.pod;
+    let now = get_json(cp, &["-n", &app, "mcps", "github"]);
+    let sha2 = now["status"]["trustBundle"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(sha1, sha2);
+    let cm = get_json(cp, &["-n", &app, "configmap", &bundle_cm]);
+    assert!(
+        cm["data"]["ca.pem"]
+            .as_str()
+            .unwrap()
+            .contains(ca2.pem.trim())
+    );
+    assert_eq!(
+        annotation(&first, "mcptrust.io/trust-bundle-sha256").as_deref(),
+        Some(sha2.as_str()),
+        "a pod admitted as the rollout started carries the old bundle's hash"
+    );
+
+    // The log goes to a file here, as under `kubectl logs`: plain text, no colour codes.
+    let log = std::fs::read_to_string(&operator.log).unwrap();
+    assert!(log.contains("acquired the lease"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escapes in a log written to a file"
+    );
+    let refused = forbidden_lines(&operator.log);
+    assert!(
+        refused.is_empty(),
+        "the API server refused the operator with the chart's RBAC:\n{}",
+        refused.join("\n")
+    );
+}
