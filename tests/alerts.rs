@@ -5,6 +5,7 @@
 //!   like the operator's (and not before its time). promtool is in Debian's `prometheus`
 //!   package; without it the test is skipped, except under `MCPTRUST_E2E_REQUIRED=1`
 //!   (CI), where it fails;
+//! - every dashboard query parses as PromQL (promtool, as recording rules);
 //! - every alert is unit-tested and has a runbook section in the README;
 //! - every metric the rules and the dashboard query is registered by the operator's real
 //!   registry, rendered after recording a realistic mTLS McpServer;
@@ -74,6 +75,38 @@ fn promtool_checks_the_rules_and_fires_each_alert() {
     );
     let test = run(&tool, &["test", "rules", TESTS]);
     assert!(test.contains("SUCCESS"), "{test}");
+}
+
+/// Grafana's dashboard queries parse as PromQL: promtool checks them as the expressions of
+/// recording rules in a scratch file (Grafana's `$__rate_interval` taken as 5m).
+#[test]
+fn promtool_parses_every_dashboard_query() {
+    let Some(tool) = promtool() else { return };
+    let exprs = metric_names::dashboard_exprs();
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    let rules: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, e))| {
+            json!({"record": format!("dashboard:query_{i}"), "expr": e.replace("$__rate_interval", "5m")})
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("dashboard-queries.yaml");
+    // JSON is YAML: promtool reads it as a rule file.
+    std::fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .expect("write");
+    let out = run(
+        &tool,
+        &["check", "rules", file.to_str().expect("utf8 path")],
+    );
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "{out}"
+    );
 }
 
 #[test]
