@@ -848,6 +848,36 @@ mod tests {
         assert!(text.contains("mcptrust_controller_leader 0"));
     }
 
+    /// A deleted McpServer leaves the controller's cache, and its series go with it.
+    #[test]
+    fn deleted_servers_are_pruned_against_the_cache() {
+        use kube::runtime::{reflector, watcher};
+        let server = |ns: &str, name: &str| -> crate::api::McpServer {
+            serde_json::from_value(json!({
+                "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+                "metadata": {"name": name, "namespace": ns}, "spec": {}
+            }))
+            .expect("McpServer")
+        };
+        let (store, mut writer) = reflector::store::<crate::api::McpServer>();
+        let (kept, deleted) = (server("agents", "lab"), server("tools", "lab"));
+        writer.apply_watcher_event(&watcher::Event::Apply(kept.clone()));
+        writer.apply_watcher_event(&watcher::Event::Apply(deleted.clone()));
+        let c = ControllerMetrics::default();
+        for ns in ["agents", "tools"] {
+            c.record_server(&ServerSnapshot::from_status(ns, "lab", &status(), None));
+        }
+        assert_eq!(crate::controller::prune_deleted(&c, &store), 0);
+        writer.apply_watcher_event(&watcher::Event::Delete(deleted));
+        assert_eq!(crate::controller::prune_deleted(&c, &store), 1);
+        assert_eq!(c.servers(), vec![("agents".to_string(), "lab".to_string())]);
+        let metrics = Metrics::new();
+        metrics.register_with(|r| c.register(r));
+        let text = metrics.encode();
+        assert!(!text.contains("namespace=\"tools\""), "{text}");
+        assert!(text.contains("namespace=\"agents\""));
+    }
+
     /// Every family name the operator's registry renders follows the Prometheus
     /// conventions: one `mcptrust_` prefix, snake case, `_total` only on counter samples,
     /// units (`_seconds`) as the last word, timestamps as `_timestamp_seconds`.

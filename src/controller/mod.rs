@@ -295,6 +295,15 @@ fn managed_to_server<K: Resource>(obj: &K) -> Option<ObjectRef<McpServer>> {
 /// controller's cache of McpServers, no API call).
 pub const METRICS_PRUNE_INTERVAL: Duration = Duration::from_secs(15);
 
+/// Removes the metric series of the McpServers that are no longer in `store` (the
+/// controller's cache: they were deleted). Returns how many McpServers were dropped.
+pub fn prune_deleted(
+    metrics: &ControllerMetrics,
+    store: &kube::runtime::reflector::Store<McpServer>,
+) -> usize {
+    metrics.retain_servers(|ns, name| store.get(&ObjectRef::new(name).within(ns)).is_some())
+}
+
 /// Runs the McpServer controller until `shutdown` resolves.
 ///
 /// Metrics: `mcptrust_controller_leader` is 1 while this runs (it runs on the leader only,
@@ -332,9 +341,7 @@ pub async fn run(
             let mut tick = tokio::time::interval(METRICS_PRUNE_INTERVAL);
             loop {
                 tick.tick().await;
-                let removed = metrics.retain_servers(|ns, name| {
-                    store.get(&ObjectRef::new(name).within(ns)).is_some()
-                });
+                let removed = prune_deleted(&metrics, &store);
                 if removed > 0 {
                     tracing::debug!(removed, "removed the metrics of deleted McpServers");
                 }
