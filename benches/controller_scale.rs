@@ -16,6 +16,9 @@
 //!    the requeue each returns (the next wake-up, which must be the resync or the
 //!    renewal time, not a hot loop).
 //!
+//! 4. **Scrape.** The operator's `/metrics` after the steady state, with every McpServer's
+//!    series: samples, size, and the time to encode it once.
+//!
 //! CPU time is user+system from /proc/self/stat; memory is VmRSS/VmHWM from
 //! /proc/self/status (the whole process, including the mock API's store).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -504,6 +507,23 @@ async fn reconcile_population(kind: Kind, servers: usize, corp: &[CertificateAut
         requeues.get(requeues.len() / 2).copied().unwrap_or(0.0),
         requeues.last().copied().unwrap_or(0.0),
         requeues.len()
+    );
+    // The operator's /metrics with every McpServer's series, as a scrape renders it.
+    let registry = mcptrust::metrics::Metrics::new();
+    registry.register_with(|r| ctx.metrics.register(r));
+    // Wall time only: /proc's CPU ticks (10 ms) are coarser than one encode.
+    let started = Instant::now();
+    let text = registry.encode();
+    let wall = started.elapsed().as_secs_f64();
+    let samples = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("namespace=\""))
+        .count();
+    println!(
+        "/metrics: {samples} per-McpServer samples ({:.1} per McpServer), {} KiB, one scrape encoded in {:.1} ms",
+        samples as f64 / servers as f64,
+        text.len() / 1024,
+        wall * 1e3
     );
     if min_requeue > 0.0 {
         println!(

@@ -220,6 +220,10 @@ def check_rendered(case: str, v: dict, docs: list[dict], release: str, ns: str) 
             errs.append(f"{kind} rendered: {bool(by_kind.get(kind))}, want {want_vap}")
     if bool(by_kind.get("ServiceMonitor")) != v["metrics"]["serviceMonitor"]["enabled"]:
         errs.append("ServiceMonitor does not follow metrics.serviceMonitor.enabled")
+    for sm in by_kind.get("ServiceMonitor", []):
+        if any(e.get("honorLabels") is not True for e in sm["spec"]["endpoints"]):
+            errs.append("ServiceMonitor endpoints must honor the per-McpServer namespace label")
+    errs += check_observability(v, by_kind)
     ports = [p.get("port") for s in by_kind.get("Service", []) for p in s["spec"]["ports"]]
     if 443 not in ports:
         errs.append(f"no Service port 443 (ports {ports})")
@@ -232,6 +236,44 @@ def check_rendered(case: str, v: dict, docs: list[dict], release: str, ns: str) 
         errs.append("config proxy.httpsProxy does not follow the values")
     if v["trust"]["extraCAs"].strip() and v["trust"]["extraCAs"].strip() not in (config.get("defaultTrust") or {}).get("extraCasPem", ""):
         errs.append("config defaultTrust.extraCasPem lacks trust.extraCAs")
+    return errs
+
+
+def check_observability(v: dict, by_kind: dict[str, list[dict]]) -> list[str]:
+    """The PrometheusRule and the dashboard ConfigMap: rendered only when enabled, and then
+    exactly the files under charts/mcptrust/files/ (the ones promtool and tests/alerts.rs
+    check), with the runbook URL base substituted."""
+    errs: list[str] = []
+    rules = by_kind.get("PrometheusRule", [])
+    want = v["metrics"]["prometheusRule"]
+    if len(rules) != (1 if want["enabled"] else 0):
+        errs.append(f"{len(rules)} PrometheusRule rendered, metrics.prometheusRule.enabled is {want['enabled']}")
+    base = want["runbookUrlBase"]
+    source = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text().replace("RUNBOOK_URL_BASE", base))
+    for r in rules:
+        if r.get("apiVersion") != "monitoring.coreos.com/v1":
+            errs.append(f"PrometheusRule apiVersion {r.get('apiVersion')}")
+        if r.get("spec") != source:
+            errs.append("PrometheusRule spec is not files/prometheus-rules.yaml")
+        for k, val in (want.get("labels") or {}).items():
+            if r["metadata"].get("labels", {}).get(k) != val:
+                errs.append(f"PrometheusRule lacks label {k}={val}")
+        for g in r.get("spec", {}).get("groups", []):
+            for rule in g["rules"]:
+                ann = rule.get("annotations", {})
+                if not (ann.get("summary") and ann.get("description") and ann.get("runbook_url", "").startswith(base + "#")):
+                    errs.append(f"alert {rule.get('alert')} lacks a summary, description or runbook_url under {base}")
+    dashboards = [d for d in by_kind.get("ConfigMap", []) if (d["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    want = v["metrics"]["grafanaDashboard"]
+    if len(dashboards) != (1 if want["enabled"] else 0):
+        errs.append(f"{len(dashboards)} dashboard ConfigMaps rendered, metrics.grafanaDashboard.enabled is {want['enabled']}")
+    source = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    for d in dashboards:
+        if json.loads(d.get("data", {}).get("mcptrust.json", "null")) != source:
+            errs.append("the dashboard ConfigMap does not hold files/grafana-dashboard.json")
+        for k, val in (want.get("annotations") or {}).items():
+            if (d["metadata"].get("annotations") or {}).get(k) != val:
+                errs.append(f"dashboard ConfigMap lacks annotation {k}={val}")
     return errs
 
 

@@ -8,8 +8,9 @@
 //! | `mcptrust_tls_reloads_total` | counter | `result` = `success`, `failure` |
 //! | `mcptrust_tls_certificate_not_after_timestamp_seconds` | gauge | none; Unix seconds of the served leaf's notAfter |
 //!
-//! Other components may add their own metrics to the same registry with
-//! [`Metrics::register_with`].
+//! Other components add their own metrics to the same registry with
+//! [`Metrics::register_with`], without repeating the prefix: the controller's are listed in
+//! [`crate::controller::metrics`].
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;

@@ -275,7 +275,9 @@ async fn run_controllers(
             let cert_loop = async {
                 if let Some(settings) = cert {
                     let (client, clock) = (ctx.client.clone(), ctx.clock.clone());
-                    webhook_cert::run(client, settings, clock, wait_stop(until.clone())).await;
+                    let metrics = ctx.metrics.clone();
+                    webhook_cert::run(client, settings, clock, metrics, wait_stop(until.clone()))
+                        .await;
                 }
             };
             tokio::join!(

@@ -796,3 +796,62 @@ fn injected_with(cfg: &InjectConfig, p: &Value) -> Value {
     json_patch::patch(&mut p, &out.patch).expect("patch applies");
     p
 }
+
+/// The opt-in PrometheusRule and Grafana dashboard: absent by default; when enabled
+/// (ci/observability-values.yaml), exactly the files promtool and tests/alerts.rs check,
+/// with the runbook URL base substituted; the ServiceMonitor keeps the McpServers'
+/// `namespace` label.
+#[test]
+fn rendered_alerts_and_dashboard_are_the_checked_files() {
+    let Some(cases) = rendered() else { return };
+    let rules_text = read(&format!("{CHART}/files/prometheus-rules.yaml"));
+    let dashboard: Value =
+        serde_json::from_str(&read(&format!("{CHART}/files/grafana-dashboard.json")))
+            .expect("dashboard JSON");
+    let of_kind = |docs: &[Value], kind: &str| -> Vec<Value> {
+        docs.iter().filter(|d| d["kind"] == kind).cloned().collect()
+    };
+    let mut enabled_seen = false;
+    for (case, docs) in &cases {
+        let rules = of_kind(docs, "PrometheusRule");
+        let dashboards: Vec<Value> = of_kind(docs, "ConfigMap")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["grafana_dashboard"] == "1")
+            .collect();
+        for sm in of_kind(docs, "ServiceMonitor") {
+            for e in sm["spec"]["endpoints"].as_array().expect("endpoints") {
+                assert_eq!(e["honorLabels"], true, "{case}: ServiceMonitor honorLabels");
+            }
+        }
+        if case != "observability" {
+            assert!(
+                rules.is_empty(),
+                "{case}: a PrometheusRule although disabled"
+            );
+            assert!(
+                dashboards.is_empty(),
+                "{case}: a dashboard although disabled"
+            );
+            continue;
+        }
+        enabled_seen = true;
+        assert_eq!(rules.len(), 1, "{case}");
+        let base = "https://docs.example.com/mcptrust/README.md";
+        let want: Value =
+            serde_saphyr::from_str(&rules_text.replace("RUNBOOK_URL_BASE", base)).expect("rules");
+        assert_eq!(rules[0]["spec"], want, "{case}: the rules are the file");
+        assert_eq!(rules[0]["metadata"]["labels"]["release"], "prometheus");
+        assert_eq!(dashboards.len(), 1, "{case}");
+        let data: Value = serde_json::from_str(
+            dashboards[0]["data"]["mcptrust.json"]
+                .as_str()
+                .expect("mcptrust.json"),
+        )
+        .expect("the dashboard ConfigMap holds JSON");
+        assert_eq!(data, dashboard, "{case}: the dashboard is the file");
+    }
+    assert!(
+        enabled_seen,
+        "no rendered case enables the alerts and dashboard"
+    );
+}

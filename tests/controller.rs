@@ -149,7 +149,7 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
     let (ctx, mut api, prober) = context_with_prober(NOW);
     let corp = private_ca("Corp Proxy CA");
     let obj = Arc::new(server(mtls_spec(), None));
-    let task = tokio::spawn(reconcile(obj, ctx));
+    let task = tokio::spawn(reconcile(obj, ctx.clone()));
 
     api.expect(Method::GET, SOURCE_CM, &[])
         .await
@@ -320,6 +320,39 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         condition(status_seen.as_ref().expect("status"), "EndpointVerified")["reason"],
         "Verified"
     );
+
+    // What the reconcile recorded, rendered by the operator's registry: the issuances, the
+    // certificates' series with the times of the status, the conditions and the probe.
+    let registry = mcptrust::metrics::Metrics::new();
+    registry.register_with(|r| ctx.metrics.register(r));
+    let text = registry.encode();
+    for line in [
+        r#"mcptrust_certificate_issuances_total{role="server",reason="DoesNotExist"} 1"#,
+        r#"mcptrust_certificate_issuances_total{role="client",reason="DoesNotExist"} 1"#,
+        r#"mcptrust_certificate_renewal_timestamp_seconds{namespace="agents",name="github",role="server",secret="github-server-tls",secret_namespace="agents"} 1800403200"#,
+        r#"mcptrust_certificate_expiration_timestamp_seconds{namespace="agents",name="github",role="server",secret="github-server-tls",secret_namespace="agents"} 1802995200"#,
+        r#"mcptrust_mcpserver_status_condition{namespace="agents",name="github",type="Ready",status="True"} 1"#,
+        r#"mcptrust_mcpserver_status_condition{namespace="agents",name="github",type="Ready",status="False"} 0"#,
+        r#"mcptrust_trust_bundle_certificates{namespace="agents",name="github"} 1"#,
+        r#"mcptrust_endpoint_probe_result{namespace="agents",name="github",reason="Verified"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    for prefix in [
+        r#"mcptrust_certificate_expiration_timestamp_seconds{namespace="agents",name="github",role="client",secret="github-agents-mcpgateway-client-tls",secret_namespace="gateway"} "#,
+        r#"mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds{namespace="agents",name="github"} "#,
+        r#"mcptrust_endpoint_probe_duration_seconds{namespace="agents",name="github"} "#,
+        "mcptrust_federation_ca_expiration_timestamp_seconds ",
+    ] {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix}\n{text}"));
+        assert!(
+            value.parse::<f64>().is_ok_and(|v| v > 0.0),
+            "{prefix}{value}"
+        );
+    }
 
     mtls_handshake(&server_secret, &client_secret).await;
 }

@@ -11,6 +11,7 @@ pub mod egress;
 pub mod endpoint;
 pub mod error;
 pub mod leader;
+pub mod metrics;
 pub mod namespaces;
 pub mod rbac;
 pub mod reconcile;
@@ -32,16 +33,12 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use crate::api::McpServer;
 use crate::pki::issue::CertificateAuthority;
 
 pub use error::{Error, Result};
+pub use metrics::{ControllerMetrics, DurationGuard, ErrorLabels};
 
 /// Field manager of the trust ConfigMaps.
 pub const FIELD_MANAGER_TRUST: &str = "mcptrust-trust";
@@ -123,85 +120,6 @@ impl ControllerConfig {
             default_config_map: config.trust_config_map.clone(),
             egress: egress::EgressDefaults::from_config(config),
         }
-    }
-}
-
-/// Labels of the reconcile-error metric.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
-    /// [`Error::reason`].
-    pub reason: String,
-}
-
-/// Controller metrics (registered into the admin port's registry).
-#[derive(Clone)]
-pub struct ControllerMetrics {
-    /// `mcptrust_reconciles_total`.
-    pub reconciles: Counter,
-    /// `mcptrust_reconcile_errors_total{reason}`.
-    pub errors: Family<ErrorLabels, Counter>,
-    /// `mcptrust_reconcile_duration_seconds`.
-    pub duration: Histogram,
-}
-
-impl Default for ControllerMetrics {
-    fn default() -> Self {
-        Self {
-            reconciles: Counter::default(),
-            errors: Family::default(),
-            duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
-        }
-    }
-}
-
-impl ControllerMetrics {
-    /// Registers the metrics.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "mcptrust_reconciles",
-            "McpServer reconciles started",
-            self.reconciles.clone(),
-        );
-        registry.register(
-            "mcptrust_reconcile_errors",
-            "McpServer reconciles that failed, by reason",
-            self.errors.clone(),
-        );
-        registry.register(
-            "mcptrust_reconcile_duration_seconds",
-            "Time spent in one McpServer reconcile (seconds)",
-            self.duration.clone(),
-        );
-    }
-
-    /// Counts a reconcile and returns a guard that observes its duration when dropped.
-    pub fn reconcile_started(&self) -> DurationGuard {
-        self.reconciles.inc();
-        DurationGuard {
-            start: std::time::Instant::now(),
-            histogram: self.duration.clone(),
-        }
-    }
-
-    /// Counts a failure.
-    pub fn reconcile_failed(&self, reason: &str) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                reason: reason.to_string(),
-            })
-            .inc();
-    }
-}
-
-/// Observes a duration into a histogram when dropped.
-pub struct DurationGuard {
-    start: std::time::Instant,
-    histogram: Histogram,
-}
-
-impl Drop for DurationGuard {
-    fn drop(&mut self) {
-        self.histogram.observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -396,7 +314,25 @@ fn managed_to_server<K: Resource>(obj: &K) -> Option<ObjectRef<McpServer>> {
     Some(ObjectRef::new(name).within(ns))
 }
 
+/// How often the series of deleted McpServers are removed (compared with the
+/// controller's cache of McpServers, no API call).
+pub const METRICS_PRUNE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Removes the metric series of the McpServers that are no longer in `store` (the
+/// controller's cache: they were deleted). Returns how many McpServers were dropped.
+pub fn prune_deleted(
+    metrics: &ControllerMetrics,
+    store: &kube::runtime::reflector::Store<McpServer>,
+) -> usize {
+    metrics.retain_servers(|ns, name| store.get(&ObjectRef::new(name).within(ns)).is_some())
+}
+
 /// Runs the McpServer controller until `shutdown` resolves.
+///
+/// Metrics: `mcptrust_controller_leader` is 1 while this runs (it runs on the leader only,
+/// or always without leader election); every [`METRICS_PRUNE_INTERVAL`] the series of
+/// McpServers no longer in the cache (deleted) are removed; on return every per-McpServer
+/// series is removed, so a replica that lost the lead reports none.
 ///
 /// Watches: McpServers; the ConfigMaps and Secrets mcptrust manages (label
 /// `app.kubernetes.io/managed-by=mcptrust`, metadata only); ConfigMaps named as trust
@@ -417,8 +353,26 @@ pub async fn run(
     ));
     let store_cm = store.clone();
     let store_secret = store.clone();
+    let metrics = ctx.metrics.clone();
+    metrics.set_leader(true);
+    let pruner = {
+        let (metrics, store) = (metrics.clone(), store.clone());
+        async move {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(METRICS_PRUNE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let removed = prune_deleted(&metrics, &store);
+                if removed > 0 {
+                    tracing::debug!(removed, "removed the metrics of deleted McpServers");
+                }
+            }
+        }
+    };
     // Api<PartialObjectMeta<K>> makes metadata-only list/watch requests.
-    controller
+    let controller = controller
         .watches(
             Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
             managed.clone(),
@@ -445,8 +399,12 @@ pub async fn run(
             if let Err(e) = res {
                 tracing::debug!("controller: {e}");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {},
+        () = pruner => {},
+    }
+    metrics.set_leader(false);
 }
 
 async fn reconcile_and_reset(

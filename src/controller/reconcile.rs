@@ -147,6 +147,7 @@ pub(crate) async fn federation_ca(ctx: &Context) -> Result<Arc<CertificateAuthor
     if let Some(ca) = cached.as_ref()
         && ca.not_after() > ctx.now()
     {
+        ctx.metrics.set_federation_ca_not_after(ca.not_after());
         return Ok(ca.clone());
     }
     let cfg = &ctx.config;
@@ -200,6 +201,7 @@ pub(crate) async fn federation_ca(ctx: &Context) -> Result<Arc<CertificateAuthor
             cfg.operator_namespace, cfg.ca_secret_name
         )));
     }
+    ctx.metrics.set_federation_ca_not_after(ca.not_after());
     let ca = Arc::new(ca);
     *cached = Some(ca.clone());
     Ok(ca)
@@ -257,6 +259,10 @@ async fn ensure_certificate(
         }),
         Decision::Issue { reason, message } => {
             let issued = issue::issue(ca, req, now).map_err(|e| Error::Issue(e.to_string()))?;
+            let role = match req.usage {
+                Usage::Server => "server",
+                Usage::Client => "client",
+            };
             let owner = if same_namespace {
                 build::owner(server)
             } else {
@@ -269,6 +275,7 @@ async fn ensure_certificate(
                 &Patch::Apply(&secret),
             )
             .await?;
+            ctx.metrics.certificate_issued(role, reason);
             let verb = match reason {
                 issue::IssueReason::DoesNotExist => "Issued",
                 issue::IssueReason::Renewing | issue::IssueReason::Expired => "Renewed",
@@ -450,6 +457,7 @@ async fn rolling_restart(
                     &format!("Restarted {}/{wname}: the trust bundle or certificate changed (rotation hash {hash})", $kind),
                 )
                 .await;
+                ctx.metrics.rolling_restart($kind);
                 restarted.push(format!("{}/{wname}", $kind));
             }
         }};
@@ -656,9 +664,13 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             super::endpoint::options(&server, &probe_material, pinned.as_deref(), now)
         });
         if let Some(opts) = opts {
+            let started = std::time::Instant::now();
             let report = ctx.prober.probe(opts).await;
+            let elapsed = started.elapsed();
             let eval = super::endpoint::evaluate(&server, &report, now);
             let c = &eval.condition;
+            ctx.metrics
+                .probe_finished(&ns, &name, c.status == "True", &c.reason, elapsed);
             if let Some(pin) = &eval.pin {
                 ctx.event(&server, EventType::Normal, "Pinned", &c.message)
                     .await;
@@ -737,6 +749,13 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         )
         .await?;
     }
+    ctx.metrics
+        .record_server(&super::metrics::ServerSnapshot::from_status(
+            &ns,
+            &name,
+            &status,
+            current_bundle.as_ref(),
+        ));
 
     // 4. Rotation, after the status: the webhook labels each new pod with the bundle hash it
     // reads from the trust ConfigMap and the status, both written by now, so no pod of the

@@ -414,6 +414,8 @@ pub struct Plan {
     /// When something is next due (leaf renewal, CA rotation or promotion, a previous CA's
     /// expiry), Unix seconds; always after `now`.
     pub next_check: i64,
+    /// notAfter of the CA that signs the serving certificate, Unix seconds.
+    pub ca_not_after: i64,
 }
 
 impl fmt::Debug for Plan {
@@ -429,6 +431,7 @@ impl fmt::Debug for Plan {
             )
             .field("ca_bundle_bytes", &self.ca_bundle.len())
             .field("next_check", &self.next_check)
+            .field("ca_not_after", &self.ca_not_after)
             .finish()
     }
 }
@@ -718,6 +721,7 @@ pub fn plan(
         }),
         ca_bundle,
         next_check,
+        ca_not_after: ca.not_after(),
     })
 }
 
@@ -791,6 +795,8 @@ pub struct Outcome {
     pub published: bool,
     /// When the next pass is due, Unix seconds ([`Plan::next_check`]).
     pub next_check: i64,
+    /// notAfter of the signing CA, Unix seconds ([`Plan::ca_not_after`]).
+    pub ca_not_after: i64,
 }
 
 /// One pass of the self-managed certificate at `now` (Unix seconds):
@@ -908,6 +914,7 @@ pub async fn reconcile(
         changes: if written { plan.changes } else { Vec::new() },
         published: patched,
         next_check: plan.next_check,
+        ca_not_after: plan.ca_not_after,
     })
 }
 
@@ -928,11 +935,13 @@ fn backoff(failures: u32) -> Duration {
 /// until the next thing is due (at most [`MAX_REQUEUE`]), or until the Secret or the
 /// MutatingWebhookConfiguration changes (metadata-only watches, by name, so a deleted
 /// Secret or a caBundle reset by a `helm upgrade` is repaired within a second). Failures
-/// are logged and retried with backoff; nothing here ends the process.
+/// are logged and retried with backoff; nothing here ends the process. Each successful
+/// pass sets `mcptrust_webhook_ca_expiration_timestamp_seconds` in `metrics`.
 pub async fn run(
     client: Client,
     settings: Settings,
     clock: Clock,
+    metrics: super::ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     tracing::info!(
@@ -972,6 +981,7 @@ pub async fn run(
         let wait = match reconcile(&client, &settings, now).await {
             Ok(outcome) => {
                 failures = 0;
+                metrics.set_webhook_ca_not_after(outcome.ca_not_after);
                 patches_in_a_row = if outcome.published {
                     patches_in_a_row.saturating_add(1)
                 } else {

@@ -1023,6 +1023,17 @@ pub enum IssueReason {
 }
 
 impl IssueReason {
+    /// Every reason, in the order [`decide`] checks them.
+    pub const ALL: [IssueReason; 7] = [
+        Self::DoesNotExist,
+        Self::MissingData,
+        Self::InvalidKeyPair,
+        Self::IncorrectIssuer,
+        Self::RequestChanged,
+        Self::Renewing,
+        Self::Expired,
+    ];
+
     /// The CamelCase reason, e.g. `DoesNotExist`, `RequestChanged`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,0 +1,976 @@
+//! The controller's metrics: the reconcile loop, counters of what it did, and one set of
+//! series per McpServer (labelled `namespace`, `name`) in the shape cert-manager's users
+//! alert on. All are registered into the admin port's registry ([`crate::metrics::Metrics`],
+//! prefix `mcptrust_`), so the names below are what `/metrics` shows.
+//!
+//! | name | type | labels | value |
+//! |------|------|--------|-------|
+//! | `mcptrust_reconciles_total` | counter | | McpServer reconciles started |
+//! | `mcptrust_reconcile_errors_total` | counter | `reason` | reconciles that failed ([`super::Error::reason`]) |
+//! | `mcptrust_reconcile_duration_seconds` | histogram | | time in one reconcile |
+//! | `mcptrust_controller_leader` | gauge | | 1 while this replica runs the controllers |
+//! | `mcptrust_certificate_issuances_total` | counter | `role`, `reason` | certificates issued, by cert-manager's reasons (`DoesNotExist` is a first issuance, the others reissues) |
+//! | `mcptrust_rolling_restarts_total` | counter | `kind` | workloads restarted after a rotation |
+//! | `mcptrust_endpoint_probe_failures_total` | counter | `reason` | endpoint probes that ended `EndpointVerified=False` |
+//! | `mcptrust_federation_ca_expiration_timestamp_seconds` | gauge | | the federation CA's notAfter (0 until loaded, and on non-leaders) |
+//! | `mcptrust_webhook_ca_expiration_timestamp_seconds` | gauge | | the self-managed webhook CA's notAfter (0 until loaded, and on non-leaders) |
+//! | `mcptrust_certificate_expiration_timestamp_seconds` | gauge | `namespace`, `name`, `role`, `secret`, `secret_namespace` | an issued certificate's notAfter |
+//! | `mcptrust_certificate_renewal_timestamp_seconds` | gauge | same | when it is renewed (`notAfter - renewBefore`) |
+//! | `mcptrust_mcpserver_status_condition` | gauge | `namespace`, `name`, `type`, `status` | 1 for the condition's status, 0 for the two others |
+//! | `mcptrust_trust_bundle_certificates` | gauge | `namespace`, `name` | certificates in `ca-bundle.pem` |
+//! | `mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds` | gauge | `namespace`, `name` | the earliest notAfter among the bundle's private CAs and pinned certificates |
+//! | `mcptrust_endpoint_probe_result` | gauge | `namespace`, `name`, `reason` | 1, for the last probe's `EndpointVerified` reason (one series) |
+//! | `mcptrust_endpoint_probe_duration_seconds` | gauge | `namespace`, `name` | how long the last probe took |
+//! | `mcptrust_endpoint_probe_timestamp_seconds` | gauge | `namespace`, `name` | when the last probe ran |
+//! | `mcptrust_endpoint_peer_certificate_expiration_timestamp_seconds` | gauge | `namespace`, `name` | the notAfter of the certificate the endpoint presented |
+//!
+//! Times are Unix seconds, not "seconds until": a timestamp stays right between two
+//! reconciles, and `x - time()` in PromQL gives the seconds left at query time.
+//!
+//! Per-McpServer series come from [`ServerSnapshot::from_status`], a pure function of the
+//! status the reconcile just wrote (and of the bundle it built), recorded with
+//! [`ControllerMetrics::record_server`]. They are removed when the McpServer is deleted
+//! ([`ControllerMetrics::retain_servers`], run by [`super::run`] against the controller's
+//! cache) and all at once when this replica stops leading ([`ControllerMetrics::clear_servers`]):
+//! a non-leader's `/metrics` has the families' `# HELP`/`# TYPE` lines, the counters it
+//! counted while it led, `mcptrust_controller_leader 0`, and no per-McpServer sample.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::api::McpServerStatus;
+use crate::api::conditions::types;
+use crate::pki::TrustBundle;
+use crate::pki::issue::IssueReason;
+
+/// Labels of `mcptrust_reconcile_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// [`super::Error::reason`].
+    pub reason: String,
+}
+
+/// Labels of `mcptrust_certificate_issuances_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuanceLabels {
+    role: &'static str,
+    reason: &'static str,
+}
+
+/// Labels of `mcptrust_rolling_restarts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Labels of `mcptrust_endpoint_probe_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// Labels of the per-McpServer series without further dimensions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ServerLabels {
+    namespace: String,
+    name: String,
+}
+
+/// Labels of the certificate series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct CertLabels {
+    namespace: String,
+    name: String,
+    role: &'static str,
+    secret: String,
+    secret_namespace: String,
+}
+
+/// Labels of `mcptrust_mcpserver_status_condition`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    name: String,
+    #[prometheus(flatten)]
+    kind: ConditionKind,
+}
+
+/// `type` and `status` (a struct, because `type` is a Rust keyword).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+struct ConditionKind {
+    type_: String,
+    status: &'static str,
+}
+
+impl EncodeLabelSet for ConditionKind {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("type", self.type_.as_str()).encode(encoder.encode_label())?;
+        ("status", self.status).encode(encoder.encode_label())
+    }
+}
+
+/// Labels of `mcptrust_endpoint_probe_result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ProbeResultLabels {
+    namespace: String,
+    name: String,
+    reason: String,
+}
+
+/// The three values of a condition's `status`, in cert-manager's order.
+pub const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
+/// One issued certificate, as exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateSeries {
+    /// `server` or `client`.
+    pub role: &'static str,
+    /// Name of the `kubernetes.io/tls` Secret.
+    pub secret: String,
+    /// Namespace of the Secret (the McpServer's for the server certificate).
+    pub secret_namespace: String,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// Renewal time (`notAfter - renewBefore`), Unix seconds.
+    pub renewal: i64,
+}
+
+/// The last endpoint probe, as exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeSeries {
+    /// The `EndpointVerified` reason: `Verified`, `Pinned`, a warning (`ExpiringSoon`,
+    /// `AuthenticationRequired`) or a failure ([`crate::probe::Reason`]).
+    pub reason: String,
+    /// When it ran, Unix seconds (`status.endpoint.lastProbeTime`).
+    pub timestamp: Option<i64>,
+    /// The notAfter of the certificate the endpoint presented, Unix seconds.
+    pub peer_not_after: Option<i64>,
+}
+
+/// Everything exported about one McpServer, computed from what the reconcile already has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSnapshot {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The server certificate, then the client certificates.
+    pub certificates: Vec<CertificateSeries>,
+    /// `(type, status)` of each condition.
+    pub conditions: Vec<(String, String)>,
+    /// `status.trustBundle.certificates`.
+    pub bundle_certificates: Option<u32>,
+    /// The earliest notAfter in `ca.pem` (private CAs and pinned certificates):
+    /// `None` when this reconcile did not build the bundle (the exported value is kept,
+    /// as the ConfigMap keeps the last good bundle); `Some(None)` when it holds none.
+    pub private_ca_not_after: Option<Option<i64>>,
+    /// The last probe (`None`: the endpoint is not probed).
+    pub probe: Option<ProbeSeries>,
+}
+
+impl ServerSnapshot {
+    /// The snapshot of `status` (what the reconcile just wrote), with `bundle` the bundle it
+    /// built this time, if any.
+    pub fn from_status(
+        namespace: &str,
+        name: &str,
+        status: &McpServerStatus,
+        bundle: Option<&TrustBundle>,
+    ) -> Self {
+        let secs = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            t.as_ref().map(|t| t.0.as_second())
+        };
+        let mut certificates = Vec::new();
+        if let Some(c) = &status.server_certificate
+            && let (Some(not_after), Some(renewal)) = (secs(&c.not_after), secs(&c.renewal_time))
+        {
+            certificates.push(CertificateSeries {
+                role: "server",
+                secret: c.secret_name.clone(),
+                secret_namespace: namespace.to_string(),
+                not_after,
+                renewal,
+            });
+        }
+        for c in &status.client_certificates {
+            let cert = &c.certificate;
+            if let (Some(not_after), Some(renewal)) =
+                (secs(&cert.not_after), secs(&cert.renewal_time))
+            {
+                certificates.push(CertificateSeries {
+                    role: "client",
+                    secret: cert.secret_name.clone(),
+                    secret_namespace: c.namespace.clone(),
+                    not_after,
+                    renewal,
+                });
+            }
+        }
+        let probe = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::ENDPOINT_VERIFIED)
+            .map(|c| ProbeSeries {
+                reason: c.reason.clone(),
+                timestamp: status
+                    .endpoint
+                    .as_ref()
+                    .and_then(|e| secs(&e.last_probe_time)),
+                peer_not_after: status
+                    .endpoint
+                    .as_ref()
+                    .and_then(|e| e.peer.as_ref())
+                    .and_then(|p| secs(&p.not_after)),
+            });
+        Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            certificates,
+            conditions: status
+                .conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect(),
+            bundle_certificates: status.trust_bundle.as_ref().map(|b| b.certificates),
+            private_ca_not_after: bundle.map(|b| b.cas.iter().map(|c| c.not_after).min()),
+            probe,
+        }
+    }
+}
+
+/// The label sets exported for one McpServer, to remove exactly those later.
+#[derive(Default, Debug)]
+struct ServerSeriesSets {
+    certificates: BTreeSet<CertLabels>,
+    conditions: BTreeSet<ConditionLabels>,
+    bundle: bool,
+    private_ca: bool,
+    probe_reason: Option<ProbeResultLabels>,
+    probe: bool,
+    probe_timestamp: bool,
+    peer: bool,
+}
+
+/// Controller metrics. Cheap to clone: every metric is shared.
+#[derive(Clone, Debug)]
+pub struct ControllerMetrics {
+    /// `mcptrust_reconciles_total`.
+    pub reconciles: Counter,
+    /// `mcptrust_reconcile_errors_total{reason}`.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// `mcptrust_reconcile_duration_seconds`.
+    pub duration: Histogram,
+    leader: Gauge,
+    issuances: Family<IssuanceLabels, Counter>,
+    rolling_restarts: Family<KindLabels, Counter>,
+    probe_failures: Family<ReasonLabels, Counter>,
+    federation_ca_not_after: Gauge,
+    webhook_ca_not_after: Gauge,
+    cert_not_after: Family<CertLabels, Gauge>,
+    cert_renewal: Family<CertLabels, Gauge>,
+    condition: Family<ConditionLabels, Gauge>,
+    bundle_certificates: Family<ServerLabels, Gauge>,
+    bundle_private_ca_not_after: Family<ServerLabels, Gauge>,
+    probe_result: Family<ProbeResultLabels, Gauge>,
+    probe_duration: Family<ServerLabels, Gauge<f64, AtomicU64>>,
+    probe_timestamp: Family<ServerLabels, Gauge>,
+    peer_not_after: Family<ServerLabels, Gauge>,
+    servers: Arc<Mutex<BTreeMap<(String, String), ServerSeriesSets>>>,
+}
+
+/// The workload kinds a rolling restart patches.
+pub const ROLLED_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "DaemonSet"];
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        let issuances = Family::<IssuanceLabels, Counter>::default();
+        for role in ["server", "client"] {
+            for reason in IssueReason::ALL {
+                let _ = issuances.get_or_create(&IssuanceLabels {
+                    role,
+                    reason: reason.as_str(),
+                });
+            }
+        }
+        let rolling_restarts = Family::<KindLabels, Counter>::default();
+        for kind in ROLLED_KINDS {
+            let _ = rolling_restarts.get_or_create(&KindLabels { kind });
+        }
+        let probe_failures = Family::<ReasonLabels, Counter>::default();
+        for reason in crate::probe::Reason::ALL
+            .into_iter()
+            .filter(|r| r.is_failure())
+        {
+            let _ = probe_failures.get_or_create(&ReasonLabels {
+                reason: reason.as_str().to_string(),
+            });
+        }
+        Self {
+            reconciles: Counter::default(),
+            errors: Family::default(),
+            duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            leader: Gauge::default(),
+            issuances,
+            rolling_restarts,
+            probe_failures,
+            federation_ca_not_after: Gauge::default(),
+            webhook_ca_not_after: Gauge::default(),
+            cert_not_after: Family::default(),
+            cert_renewal: Family::default(),
+            condition: Family::default(),
+            bundle_certificates: Family::default(),
+            bundle_private_ca_not_after: Family::default(),
+            probe_result: Family::default(),
+            probe_duration: Family::default(),
+            probe_timestamp: Family::default(),
+            peer_not_after: Family::default(),
+            servers: Arc::default(),
+        }
+    }
+}
+
+impl ControllerMetrics {
+    /// Registers every metric of the [module table](self) into `registry`, whose prefix
+    /// (`mcptrust`) the names here do not repeat.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "reconciles",
+            "McpServer reconciles started",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "McpServer reconciles that failed, by reason",
+            self.errors.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time spent in one McpServer reconcile",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        registry.register(
+            "controller_leader",
+            "1 while this replica holds the Lease and runs the controllers, else 0",
+            self.leader.clone(),
+        );
+        registry.register(
+            "certificate_issuances",
+            "Certificates issued, by role and cert-manager's reason (DoesNotExist: first issuance; others: reissue or renewal)",
+            self.issuances.clone(),
+        );
+        registry.register(
+            "rolling_restarts",
+            "Workloads restarted (pod template annotated) after a bundle or certificate rotation, by kind",
+            self.rolling_restarts.clone(),
+        );
+        registry.register(
+            "endpoint_probe_failures",
+            "Endpoint probes that set EndpointVerified to False, by reason",
+            self.probe_failures.clone(),
+        );
+        registry.register(
+            "federation_ca_expiration_timestamp_seconds",
+            "notAfter of the federation CA that signs McpServer certificates, as Unix seconds (0 until loaded; leader only)",
+            self.federation_ca_not_after.clone(),
+        );
+        registry.register(
+            "webhook_ca_expiration_timestamp_seconds",
+            "notAfter of the self-managed webhook CA, as Unix seconds (0 until loaded or in other cert modes; leader only)",
+            self.webhook_ca_not_after.clone(),
+        );
+        registry.register(
+            "certificate_expiration_timestamp_seconds",
+            "notAfter of a certificate issued for an McpServer, as Unix seconds",
+            self.cert_not_after.clone(),
+        );
+        registry.register(
+            "certificate_renewal_timestamp_seconds",
+            "When a certificate issued for an McpServer is renewed (notAfter - renewBefore), as Unix seconds",
+            self.cert_renewal.clone(),
+        );
+        registry.register(
+            "mcpserver_status_condition",
+            "An McpServer condition: 1 for its current status, 0 for the two others",
+            self.condition.clone(),
+        );
+        registry.register(
+            "trust_bundle_certificates",
+            "Certificates in an McpServer's ca-bundle.pem",
+            self.bundle_certificates.clone(),
+        );
+        registry.register(
+            "trust_bundle_private_ca_expiration_timestamp_seconds",
+            "Earliest notAfter among an McpServer's private CAs and pinned certificates, as Unix seconds",
+            self.bundle_private_ca_not_after.clone(),
+        );
+        registry.register(
+            "endpoint_probe_result",
+            "1 with the reason of the last endpoint probe (EndpointVerified's reason)",
+            self.probe_result.clone(),
+        );
+        registry.register_with_unit(
+            "endpoint_probe_duration",
+            "Duration of the last endpoint probe",
+            Unit::Seconds,
+            self.probe_duration.clone(),
+        );
+        registry.register(
+            "endpoint_probe_timestamp_seconds",
+            "When the last endpoint probe ran, as Unix seconds",
+            self.probe_timestamp.clone(),
+        );
+        registry.register(
+            "endpoint_peer_certificate_expiration_timestamp_seconds",
+            "notAfter of the certificate the endpoint presented at the last probe, as Unix seconds",
+            self.peer_not_after.clone(),
+        );
+    }
+
+    /// Counts a reconcile and returns a guard that observes its duration when dropped.
+    pub fn reconcile_started(&self) -> DurationGuard {
+        self.reconciles.inc();
+        DurationGuard {
+            start: std::time::Instant::now(),
+            histogram: self.duration.clone(),
+        }
+    }
+
+    /// Counts a failed reconcile under `reason` ([`super::Error::reason`]).
+    pub fn reconcile_failed(&self, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets `mcptrust_controller_leader`; losing the lead also drops every per-McpServer
+    /// series and the CA expiry gauges, which only the leader reports.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+        if !leader {
+            self.clear_servers();
+            self.federation_ca_not_after.set(0);
+            self.webhook_ca_not_after.set(0);
+        }
+    }
+
+    /// Whether `mcptrust_controller_leader` is 1.
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == 1
+    }
+
+    /// Counts one issued certificate (`role` `server` or `client`).
+    pub fn certificate_issued(&self, role: &'static str, reason: IssueReason) {
+        self.issuances
+            .get_or_create(&IssuanceLabels {
+                role,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// The current `mcptrust_certificate_issuances_total{role, reason}`.
+    pub fn certificate_issuances(&self, role: &'static str, reason: IssueReason) -> u64 {
+        self.issuances
+            .get(&IssuanceLabels {
+                role,
+                reason: reason.as_str(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Counts one restarted workload of `kind` (one of [`ROLLED_KINDS`]).
+    pub fn rolling_restart(&self, kind: &'static str) {
+        self.rolling_restarts
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Records a probe that just ran for `namespace/name`: how long it took, and, when it
+    /// set `EndpointVerified` to False, a failure under `reason`.
+    pub fn probe_finished(
+        &self,
+        namespace: &str,
+        name: &str,
+        verified: bool,
+        reason: &str,
+        elapsed: Duration,
+    ) {
+        if !verified {
+            self.probe_failures
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_string(),
+                })
+                .inc();
+        }
+        let labels = ServerLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.probe_duration
+            .get_or_create(&labels)
+            .set(elapsed.as_secs_f64());
+        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        servers
+            .entry((labels.namespace, labels.name))
+            .or_default()
+            .probe = true;
+    }
+
+    /// Sets the federation CA's notAfter (Unix seconds).
+    pub fn set_federation_ca_not_after(&self, unix_seconds: i64) {
+        self.federation_ca_not_after.set(unix_seconds);
+    }
+
+    /// Sets the self-managed webhook CA's notAfter (Unix seconds).
+    pub fn set_webhook_ca_not_after(&self, unix_seconds: i64) {
+        self.webhook_ca_not_after.set(unix_seconds);
+    }
+
+    /// Exports `snapshot`, replacing what was exported for that McpServer: label sets that
+    /// no longer apply (a removed client, a condition's former status, a former probe
+    /// reason) are removed, not left at a stale value.
+    pub fn record_server(&self, snapshot: &ServerSnapshot) {
+        let key = (snapshot.namespace.clone(), snapshot.name.clone());
+        let server = ServerLabels {
+            namespace: snapshot.namespace.clone(),
+            name: snapshot.name.clone(),
+        };
+        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        let sets = servers.entry(key).or_default();
+
+        let certificates: BTreeSet<CertLabels> = snapshot
+            .certificates
+            .iter()
+            .map(|c| {
+                let labels = CertLabels {
+                    namespace: snapshot.namespace.clone(),
+                    name: snapshot.name.clone(),
+                    role: c.role,
+                    secret: c.secret.clone(),
+                    secret_namespace: c.secret_namespace.clone(),
+                };
+                self.cert_not_after.get_or_create(&labels).set(c.not_after);
+                self.cert_renewal.get_or_create(&labels).set(c.renewal);
+                labels
+            })
+            .collect();
+        for gone in sets.certificates.difference(&certificates) {
+            self.cert_not_after.remove(gone);
+            self.cert_renewal.remove(gone);
+        }
+        sets.certificates = certificates;
+
+        let mut conditions = BTreeSet::new();
+        for (type_, status) in &snapshot.conditions {
+            for s in CONDITION_STATUSES {
+                let labels = ConditionLabels {
+                    namespace: snapshot.namespace.clone(),
+                    name: snapshot.name.clone(),
+                    kind: ConditionKind {
+                        type_: type_.clone(),
+                        status: s,
+                    },
+                };
+                self.condition
+                    .get_or_create(&labels)
+                    .set(i64::from(status == s));
+                conditions.insert(labels);
+            }
+        }
+        for gone in sets.conditions.difference(&conditions) {
+            self.condition.remove(gone);
+        }
+        sets.conditions = conditions;
+
+        match snapshot.bundle_certificates {
+            Some(n) => {
+                self.bundle_certificates
+                    .get_or_create(&server)
+                    .set(i64::from(n));
+                sets.bundle = true;
+            }
+            None => {
+                self.bundle_certificates.remove(&server);
+                sets.bundle = false;
+            }
+        }
+        match snapshot.private_ca_not_after {
+            None => {}
+            Some(Some(t)) => {
+                self.bundle_private_ca_not_after
+                    .get_or_create(&server)
+                    .set(t);
+                sets.private_ca = true;
+            }
+            Some(None) => {
+                self.bundle_private_ca_not_after.remove(&server);
+                sets.private_ca = false;
+            }
+        }
+
+        let reason = snapshot.probe.as_ref().map(|p| ProbeResultLabels {
+            namespace: snapshot.namespace.clone(),
+            name: snapshot.name.clone(),
+            reason: p.reason.clone(),
+        });
+        if let Some(old) = &sets.probe_reason
+            && Some(old) != reason.as_ref()
+        {
+            self.probe_result.remove(old);
+        }
+        if let Some(r) = &reason {
+            self.probe_result.get_or_create(r).set(1);
+        }
+        sets.probe_reason = reason;
+        let probe = snapshot.probe.as_ref();
+        match probe.and_then(|p| p.timestamp) {
+            Some(t) => {
+                self.probe_timestamp.get_or_create(&server).set(t);
+                sets.probe_timestamp = true;
+            }
+            None => {
+                self.probe_timestamp.remove(&server);
+                sets.probe_timestamp = false;
+            }
+        }
+        match probe.and_then(|p| p.peer_not_after) {
+            Some(t) => {
+                self.peer_not_after.get_or_create(&server).set(t);
+                sets.peer = true;
+            }
+            None => {
+                self.peer_not_after.remove(&server);
+                sets.peer = false;
+            }
+        }
+        if probe.is_none() {
+            self.probe_duration.remove(&server);
+            sets.probe = false;
+        }
+    }
+
+    /// Removes every series of `namespace/name`.
+    pub fn forget_server(&self, namespace: &str, name: &str) {
+        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sets) = servers.remove(&(namespace.to_string(), name.to_string())) {
+            self.remove_sets(namespace, name, &sets);
+        }
+    }
+
+    /// Keeps the series of the McpServers for which `exists(namespace, name)` holds and
+    /// removes the others' (deleted McpServers). Returns how many were removed.
+    pub fn retain_servers(&self, exists: impl Fn(&str, &str) -> bool) -> usize {
+        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<(String, String)> = servers
+            .keys()
+            .filter(|(ns, name)| !exists(ns, name))
+            .cloned()
+            .collect();
+        for key in &gone {
+            if let Some(sets) = servers.remove(key) {
+                self.remove_sets(&key.0, &key.1, &sets);
+            }
+        }
+        gone.len()
+    }
+
+    /// Removes every per-McpServer series (this replica no longer leads).
+    pub fn clear_servers(&self) {
+        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((ns, name), sets) in std::mem::take(&mut *servers) {
+            self.remove_sets(&ns, &name, &sets);
+        }
+    }
+
+    /// The McpServers (`namespace`, `name`) that have series.
+    pub fn servers(&self) -> Vec<(String, String)> {
+        let servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        servers.keys().cloned().collect()
+    }
+
+    fn remove_sets(&self, namespace: &str, name: &str, sets: &ServerSeriesSets) {
+        let server = ServerLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        for c in &sets.certificates {
+            self.cert_not_after.remove(c);
+            self.cert_renewal.remove(c);
+        }
+        for c in &sets.conditions {
+            self.condition.remove(c);
+        }
+        if let Some(r) = &sets.probe_reason {
+            self.probe_result.remove(r);
+        }
+        self.bundle_certificates.remove(&server);
+        self.bundle_private_ca_not_after.remove(&server);
+        self.probe_duration.remove(&server);
+        self.probe_timestamp.remove(&server);
+        self.peer_not_after.remove(&server);
+    }
+}
+
+/// Observes a duration into a histogram when dropped.
+pub struct DurationGuard {
+    start: std::time::Instant,
+    histogram: Histogram,
+}
+
+impl Drop for DurationGuard {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use serde_json::json;
+
+    /// The status of an mTLS McpServer with one client, a probed endpoint and a
+    /// not-Ready condition, as the reconcile writes it.
+    fn status() -> McpServerStatus {
+        serde_json::from_value(json!({
+            "observedGeneration": 2,
+            "conditions": [
+                {"type": "TrustBundleReady", "status": "True", "reason": "BundleReady", "message": "m", "lastTransitionTime": "2026-11-21T00:00:00Z"},
+                {"type": "CertificatesReady", "status": "True", "reason": "Issued", "message": "m", "lastTransitionTime": "2026-11-21T00:00:00Z"},
+                {"type": "EndpointVerified", "status": "False", "reason": "UnknownAuthority", "message": "m", "lastTransitionTime": "2026-11-21T00:00:00Z"},
+                {"type": "Ready", "status": "False", "reason": "UnknownAuthority", "message": "m", "lastTransitionTime": "2026-11-21T00:00:00Z"}
+            ],
+            "trustBundle": {"configMapName": "mcptrust-lab-trust", "sha256": "ab", "certificates": 147},
+            "serverCertificate": {"secretName": "lab-server-tls", "notAfter": "2027-02-19T00:00:00Z", "renewalTime": "2027-01-20T00:00:00Z", "sha256": "cd"},
+            "clientCertificates": [{"name": "gateway", "namespace": "gw", "secretName": "lab-agents-gateway-client-tls", "notAfter": "2027-02-19T00:00:00Z", "renewalTime": "2027-01-20T00:00:00Z"}],
+            "endpoint": {"lastProbeTime": "2026-11-21T00:00:00Z", "peer": {"subject": "CN=lab", "issuer": "CN=x", "notAfter": "2027-03-01T00:00:00Z"}}
+        }))
+        .expect("status")
+    }
+
+    fn sample(text: &str, prefix: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_is_computed_from_the_status() {
+        let snap = ServerSnapshot::from_status("agents", "lab", &status(), None);
+        assert_eq!(snap.certificates.len(), 2);
+        assert_eq!(snap.certificates[0].role, "server");
+        assert_eq!(snap.certificates[0].secret_namespace, "agents");
+        assert_eq!(snap.certificates[1].role, "client");
+        assert_eq!(snap.certificates[1].secret_namespace, "gw");
+        assert_eq!(
+            snap.certificates[0].not_after - snap.certificates[0].renewal,
+            30 * 86_400
+        );
+        assert_eq!(snap.bundle_certificates, Some(147));
+        assert_eq!(snap.private_ca_not_after, None, "no bundle built: keep");
+        let probe = snap.probe.expect("probed");
+        assert_eq!(probe.reason, "UnknownAuthority");
+        assert_eq!(probe.peer_not_after, Some(1_803_859_200));
+    }
+
+    #[test]
+    fn series_follow_the_status_and_disappear_with_the_server() {
+        let metrics = Metrics::new();
+        let c = ControllerMetrics::default();
+        metrics.register_with(|r| c.register(r));
+        let mut st = status();
+        c.record_server(&ServerSnapshot::from_status("agents", "lab", &st, None));
+        c.probe_finished(
+            "agents",
+            "lab",
+            false,
+            "UnknownAuthority",
+            Duration::from_millis(250),
+        );
+        let text = metrics.encode();
+        let ready = sample(&text, "mcptrust_mcpserver_status_condition{");
+        assert!(ready.contains(&r#"mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="False"} 1"#.to_string()), "{ready:?}");
+        assert!(ready.contains(&r#"mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="True"} 0"#.to_string()));
+        assert_eq!(ready.len(), 4 * 3, "three statuses per condition");
+        assert!(text.contains(r#"mcptrust_certificate_expiration_timestamp_seconds{namespace="agents",name="lab",role="client",secret="lab-agents-gateway-client-tls",secret_namespace="gw"} 1802995200"#), "{text}");
+        assert!(text.contains(r#"mcptrust_endpoint_probe_result{namespace="agents",name="lab",reason="UnknownAuthority"} 1"#));
+        assert!(text.contains(
+            r#"mcptrust_endpoint_probe_duration_seconds{namespace="agents",name="lab"} 0.25"#
+        ));
+        assert!(
+            text.contains(r#"mcptrust_endpoint_probe_failures_total{reason="UnknownAuthority"} 1"#)
+        );
+
+        // The probe verifies and the client is removed: stale label sets go away.
+        st.client_certificates.clear();
+        for cond in &mut st.conditions {
+            cond.status = "True".into();
+            cond.reason = "Verified".into();
+        }
+        c.record_server(&ServerSnapshot::from_status("agents", "lab", &st, None));
+        let text = metrics.encode();
+        assert!(
+            !text.contains(
+                r#"probe_result{namespace="agents",name="lab",reason="UnknownAuthority"}"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"reason="Verified"} 1"#));
+        assert!(!text.contains("secret_namespace=\"gw\""), "{text}");
+        assert!(text.contains(r#"type="Ready",status="True"} 1"#));
+
+        // Another server, then the first is deleted.
+        c.record_server(&ServerSnapshot::from_status("other", "b", &st, None));
+        assert_eq!(c.retain_servers(|ns, _| ns == "other"), 1);
+        let text = metrics.encode();
+        assert!(!text.contains("name=\"lab\""), "{text}");
+        assert!(text.contains("name=\"b\""));
+        c.set_leader(false);
+        let text = metrics.encode();
+        assert!(!text.contains("namespace=\""), "non-leader: {text}");
+        assert!(text.contains("mcptrust_controller_leader 0"));
+    }
+
+    /// A deleted McpServer leaves the controller's cache, and its series go with it.
+    #[test]
+    fn deleted_servers_are_pruned_against_the_cache() {
+        use kube::runtime::{reflector, watcher};
+        let server = |ns: &str, name: &str| -> crate::api::McpServer {
+            serde_json::from_value(json!({
+                "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+                "metadata": {"name": name, "namespace": ns}, "spec": {}
+            }))
+            .expect("McpServer")
+        };
+        let (store, mut writer) = reflector::store::<crate::api::McpServer>();
+        let (kept, deleted) = (server("agents", "lab"), server("tools", "lab"));
+        writer.apply_watcher_event(&watcher::Event::Apply(kept.clone()));
+        writer.apply_watcher_event(&watcher::Event::Apply(deleted.clone()));
+        let c = ControllerMetrics::default();
+        for ns in ["agents", "tools"] {
+            c.record_server(&ServerSnapshot::from_status(ns, "lab", &status(), None));
+        }
+        assert_eq!(crate::controller::prune_deleted(&c, &store), 0);
+        writer.apply_watcher_event(&watcher::Event::Delete(deleted));
+        assert_eq!(crate::controller::prune_deleted(&c, &store), 1);
+        assert_eq!(c.servers(), vec![("agents".to_string(), "lab".to_string())]);
+        let metrics = Metrics::new();
+        metrics.register_with(|r| c.register(r));
+        let text = metrics.encode();
+        assert!(!text.contains("namespace=\"tools\""), "{text}");
+        assert!(text.contains("namespace=\"agents\""));
+    }
+
+    /// Every family name the operator's registry renders follows the Prometheus
+    /// conventions: one `mcptrust_` prefix, snake case, `_total` only on counter samples,
+    /// units (`_seconds`) as the last word, timestamps as `_timestamp_seconds`.
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let metrics = Metrics::new();
+        let c = ControllerMetrics::default();
+        metrics.register_with(|r| c.register(r));
+        c.set_leader(true);
+        c.reconcile_failed("Kube");
+        drop(c.reconcile_started());
+        c.record_server(&ServerSnapshot::from_status(
+            "agents",
+            "lab",
+            &status(),
+            None,
+        ));
+        c.probe_finished(
+            "agents",
+            "lab",
+            false,
+            "UnknownAuthority",
+            Duration::from_millis(5),
+        );
+        let text = metrics.encode();
+        let mut families = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+                families.insert(name.to_string(), kind.to_string());
+            }
+        }
+        assert!(families.len() >= 20, "{families:?}");
+        for (name, kind) in &families {
+            assert!(name.starts_with("mcptrust_"), "{name}");
+            assert!(
+                !name.starts_with("mcptrust_mcptrust"),
+                "prefix twice: {name}"
+            );
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && !name.contains("__")
+                    && !name.ends_with('_'),
+                "{name}"
+            );
+            let words: Vec<&str> = name.split('_').collect();
+            assert!(
+                words.windows(2).all(|w| w[0] != w[1]),
+                "repeated word: {name}"
+            );
+            assert!(!name.ends_with("_total"), "the family name of {name}");
+            if name.contains("timestamp") {
+                assert!(name.ends_with("_timestamp_seconds"), "{name}");
+            }
+            if name.contains("duration") {
+                assert!(name.ends_with("_duration_seconds"), "{name}");
+            }
+            assert!(
+                !["_secs", "_ms", "_milliseconds", "_count", "_sum", "_bucket"]
+                    .iter()
+                    .any(|s| name.ends_with(s)),
+                "{name}"
+            );
+            if kind == "histogram" {
+                assert!(
+                    name.ends_with("_seconds"),
+                    "histograms carry a unit: {name}"
+                );
+            }
+        }
+        // Every sample belongs to a declared family, with the suffix its type allows.
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let sample = line.split(['{', ' ']).next().expect("sample name");
+            let ok = families.iter().any(|(f, kind)| {
+                let suffixes: &[&str] = match kind.as_str() {
+                    "counter" => &["_total", "_created"],
+                    "histogram" => &["_bucket", "_sum", "_count", "_created"],
+                    _ => &[""],
+                };
+                suffixes.iter().any(|s| sample == format!("{f}{s}"))
+            });
+            assert!(ok, "sample {sample} has no family");
+        }
+        for name in [
+            "mcptrust_reconciles",
+            "mcptrust_reconcile_duration_seconds",
+            "mcptrust_reconcile_errors",
+        ] {
+            assert!(families.contains_key(name), "{name} in {families:?}");
+        }
+    }
+}
