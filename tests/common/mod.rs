@@ -1,7 +1,11 @@
-//! Shared helpers of the webhook integration tests: a test CA and leaves (rcgen), PEM files
-//! in a tempdir (plain or Kubernetes `..data` style), an HTTPS client that trusts only the
-//! test CA, AdmissionReview builders and a server harness on 127.0.0.1.
+//! The one support module of the integration tests and the benches: a test CA with server,
+//! client and webhook leaves (rcgen), PEM files in a tempdir (plain or Kubernetes `..data`
+//! style), an HTTPS client that trusts only the test CA, AdmissionReview builders and a
+//! webhook server harness on 127.0.0.1. [`mcp`] adds the probe's servers (MCP handlers over
+//! HTTPS or HTTP, CONNECT proxies).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod mcp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +37,8 @@ pub struct TestCa {
     key: KeyPair,
     /// The CA certificate, PEM.
     pub pem: String,
+    /// Its DER.
+    pub der: Vec<u8>,
 }
 
 /// A leaf certificate and its key.
@@ -42,12 +48,83 @@ pub struct Leaf {
     pub cert_pem: String,
     /// PKCS#8 private key, PEM.
     pub key_pem: String,
-    /// The serial as [`CertInfo::serial`] renders it.
+    /// DER of the certificate.
+    pub der: Vec<u8>,
+    /// DER of the key (PKCS#8).
+    pub key_der: Vec<u8>,
+    /// Lowercase hex SHA-256 of `der`.
+    pub sha256: String,
+    /// The serial as [`CertInfo::serial`] renders it (empty when it cannot parse it).
     pub serial: String,
 }
 
+impl Leaf {
+    fn from_rcgen(cert: &rcgen::Certificate, key: &KeyPair) -> Self {
+        Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+            sha256: sha256_hex(cert.der()),
+            serial: CertInfo::from_der(cert.der())
+                .map(|i| i.serial)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A leaf from PEM as a `kubernetes.io/tls` Secret holds it: the first certificate of
+    /// `cert_pem` and the key of `key_pem`. Panics when either is missing or the
+    /// certificate cannot be read.
+    pub fn from_pem(cert_pem: String, key_pem: String) -> Self {
+        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .next()
+            .expect("a certificate")
+            .unwrap()
+            .to_vec();
+        let key_der = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .expect("a private key")
+            .secret_der()
+            .to_vec();
+        let serial = CertInfo::from_der(&der).expect("info").serial;
+        Self {
+            sha256: sha256_hex(&der),
+            serial,
+            der,
+            key_der,
+            cert_pem,
+            key_pem,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// Parameters of a leaf `CN=<cn>` for `sans` (DNS names or IPs), valid 2025 to 2035, for
+/// server authentication.
+fn leaf_params(cn: &str, sans: &[&str]) -> CertificateParams {
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params
+}
+
+/// A self-signed server certificate `CN=<cn>` for `sans`.
+pub fn self_signed(cn: &str, sans: &[&str]) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf_params(cn, sans).self_signed(&key).unwrap();
+    Leaf::from_rcgen(&cert, &key)
+}
+
 impl TestCa {
-    /// A new CA named `name`.
+    /// A new CA named `CN=<name>`.
     pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -56,13 +133,15 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         Self {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
             params,
             key,
-            pem: cert.pem(),
         }
     }
 
-    /// A server leaf for `localhost` and 127.0.0.1 with the given serial.
+    /// A webhook server leaf for `localhost` and 127.0.0.1 with the given serial
+    /// (`CN=mcptrust-webhook-<serial>`, rcgen's default validity).
     pub fn leaf(&self, serial: u64) -> Leaf {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params
@@ -74,14 +153,38 @@ impl TestCa {
         params.serial_number = Some(serial.into());
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params)
+    }
+
+    /// A server leaf `CN=mcp-server` for `sans` (DNS names or IPs).
+    pub fn server_leaf(&self, sans: &[&str]) -> Leaf {
+        self.sign(leaf_params("mcp-server", sans))
+    }
+
+    /// [`Self::server_leaf`] with adjusted parameters.
+    pub fn server_leaf_with(
+        &self,
+        sans: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
+        let mut params = leaf_params("mcp-server", sans);
+        adjust(&mut params);
+        self.sign(params)
+    }
+
+    /// A client certificate `CN=<cn>`.
+    pub fn client_leaf(&self, cn: &str) -> Leaf {
+        let mut params = leaf_params(cn, &[]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// A leaf with `params`, issued by this CA.
+    fn sign(&self, params: CertificateParams) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial: CertInfo::from_der(cert.der()).unwrap().serial,
-        }
+        Leaf::from_rcgen(&cert, &key)
     }
 }
 
@@ -143,18 +246,25 @@ impl TlsFiles {
     }
 }
 
-/// A client TLS config trusting only `ca_pem`, with the given ALPN protocols.
-pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+/// The certificates of `pem` (concatenated `CERTIFICATE` blocks) as trust anchors.
+pub fn roots(pem: &str) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
+    roots
+}
+
+/// A client TLS config trusting only `ca_pem`, with the given ALPN protocols. Full
+/// handshakes only (no resumption): every connection sees the certificate being served.
+pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder_with_provider(mcptrust::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(ca_pem))
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
