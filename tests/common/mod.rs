@@ -199,6 +199,14 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// `tls.crt` and `tls.key` in a new tempdir (removed when the returned guard drops);
+    /// nothing is written yet.
+    pub fn temp() -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Self::in_dir(dir.path());
+        (dir, files)
+    }
+
     /// `tls.crt` and `tls.key` in `dir`.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
@@ -424,6 +432,26 @@ pub async fn post_once(
     Ok((reply, conn.serial.clone()))
 }
 
+/// [`post_once`] of `review` (JSON), which must get a reply: the reply and the served serial.
+pub async fn post_review(
+    addr: SocketAddr,
+    ca_pem: &str,
+    proto: Proto,
+    review: &Value,
+) -> (Reply, String) {
+    post_once(addr, ca_pem, proto, serde_json::to_vec(review).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The webhook's mutator with the embedded default injection config.
+pub fn embedded_mutator() -> Arc<dyn Mutator> {
+    Arc::new(mcptrust::inject::StaticMutator::new(
+        &mcptrust::inject::InjectConfig::embedded_default(),
+        None,
+    ))
+}
+
 /// A pod with one container per name, in `namespace`.
 pub fn pod(name: &str, namespace: &str, containers: &[&str]) -> Value {
     let containers: Vec<Value> = containers
@@ -541,6 +569,23 @@ impl TestServer {
             shutdown: Some(tx),
             task,
         }
+    }
+
+    /// [`Self::start`] with fresh metrics (returned too), a 1 MiB body limit and a 5 s drain.
+    pub async fn start_default(
+        files: &TlsFiles,
+        mutator: Arc<dyn Mutator>,
+    ) -> (Self, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let server = Self::start(
+            files,
+            mutator,
+            metrics.clone(),
+            1024 * 1024,
+            Duration::from_secs(5),
+        )
+        .await;
+        (server, metrics)
     }
 
     /// Signals shutdown (the server stops accepting at once) without waiting.
