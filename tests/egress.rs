@@ -4,14 +4,15 @@
 //! scenarios for each mode in the `ApiServerVerifier` style (the shared `tests/mock_api`:
 //! every request asserted in order).
 
+mod common;
 mod mock_api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::crd_schema;
 use http::Method;
 use ipnet::IpNet;
-use kube::CustomResourceExt;
 use kube::runtime::controller::Action;
 use mcptrust::api::{EgressMode, McpServer};
 use mcptrust::controller::egress::{
@@ -233,16 +234,6 @@ fn messages_name_the_index_and_escape_the_entry() {
         ok,
         vec![host("b.com", false, 443), host("a.com", false, 443)]
     );
-}
-
-fn crd_schema() -> Value {
-    let crd = McpServer::crd();
-    let s = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .expect("schema");
-    serde_json::to_value(s).expect("schema json")
 }
 
 fn crd_accepts(schema: &Value, validator: &kube_cel::Validator, entry: &str) -> bool {

@@ -9,21 +9,19 @@ use std::time::Duration;
 use common::{
     Proto, TestCa, TestServer, TlsFiles, admission_review, embedded_mutator, pod, post_review,
 };
-use mcptrust::tls::{CertReloader, sighup_triggers};
+use mcptrust::tls::sighup_triggers;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate() {
     let ca = TestCa::new("sighup CA");
-    let (_dir, files) = TlsFiles::temp();
     let (a, b) = (ca.leaf(900), ca.leaf(901));
-    files.write_atomic(&a);
+    let (_dir, files) = TlsFiles::temp_with(&a);
     let (server, metrics) = TestServer::start_default(&files, embedded_mutator()).await;
     // Installs the handler: from here on SIGHUP no longer terminates the test process.
     let triggers = sighup_triggers().unwrap();
     // Only SIGHUP may cause the reload here.
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
-        .with_file_watch(false)
+    let reloader = server
+        .reloader(&files, &metrics, false)
         .spawn(triggers)
         .unwrap();
     let mut status = reloader.status();

@@ -15,7 +15,7 @@ use common::{
 use mcptrust::admin::Readiness;
 use mcptrust::inject::{InjectError, Mutator, Outcome};
 use mcptrust::metrics::Metrics;
-use mcptrust::tls::{CertReloader, ReloadStatus};
+use mcptrust::tls::ReloadStatus;
 use mcptrust::webhook::{self, WebhookArgs};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -163,8 +163,8 @@ async fn rotate_under_traffic(
 ) {
     let (server, metrics) = TestServer::start_default(files, mutator()).await;
     let (_triggers_tx, triggers) = mpsc::channel(1);
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
+    let reloader = server
+        .reloader(files, &metrics, true)
         .spawn(triggers)
         .unwrap();
     let mut status = reloader.status();
@@ -215,9 +215,8 @@ async fn rotate_under_traffic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotation_by_rename_under_traffic() {
     let ca = TestCa::new("rotation CA");
-    let (_dir, files) = TlsFiles::temp();
     let (a, b) = (ca.leaf(100), ca.leaf(200));
-    files.write_atomic(&a);
+    let (_dir, files) = TlsFiles::temp_with(&a);
     rotate_under_traffic(&files, &a, &b, &ca, || files.write_atomic(&b)).await;
 }
 
@@ -239,14 +238,12 @@ async fn rotation_by_kubernetes_data_symlink_swap_under_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_trigger_without_file_watch() {
     let ca = TestCa::new("trigger CA");
-    let (_dir, files) = TlsFiles::temp();
     let (a, b) = (ca.leaf(500), ca.leaf(501));
-    files.write_atomic(&a);
+    let (_dir, files) = TlsFiles::temp_with(&a);
     let (server, metrics) = TestServer::start_default(&files, mutator()).await;
     let (trigger, triggers) = mpsc::channel(1);
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
-        .with_file_watch(false)
+    let reloader = server
+        .reloader(&files, &metrics, false)
         .spawn(triggers)
         .unwrap();
     let mut status = reloader.status();
@@ -286,13 +283,12 @@ async fn reload_trigger_without_file_watch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_reload_keeps_the_old_certificate() {
     let ca = TestCa::new("failure CA");
-    let (_dir, files) = TlsFiles::temp();
     let (a, c, d) = (ca.leaf(600), ca.leaf(601), ca.leaf(602));
-    files.write_atomic(&a);
+    let (_dir, files) = TlsFiles::temp_with(&a);
     let (server, metrics) = TestServer::start_default(&files, mutator()).await;
     let (_trigger, triggers) = mpsc::channel(1);
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
+    let reloader = server
+        .reloader(&files, &metrics, true)
         .spawn(triggers)
         .unwrap();
     let mut status = reloader.status();
@@ -374,8 +370,7 @@ impl Mutator for GatedMutator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
     let ca = TestCa::new("drain CA");
-    let (_dir, files) = TlsFiles::temp();
-    files.write_atomic(&ca.leaf(700));
+    let (_dir, files) = TlsFiles::temp_with(&ca.leaf(700));
     let gate = Arc::new(GatedMutator::default());
     let metrics = Arc::new(Metrics::new());
     let mut server = TestServer::start(

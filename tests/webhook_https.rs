@@ -31,9 +31,8 @@ struct Setup {
 
 async fn setup(max_body_bytes: usize) -> Setup {
     let ca = TestCa::new("mcptrust test CA");
-    let (dir, files) = TlsFiles::temp();
     let leaf = ca.leaf(1001);
-    files.write_atomic(&leaf);
+    let (dir, files) = TlsFiles::temp_with(&leaf);
     let metrics = Arc::new(Metrics::new());
     let server = TestServer::start(
         &files,

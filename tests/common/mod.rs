@@ -18,7 +18,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcptrust::inject::Mutator;
 use mcptrust::metrics::Metrics;
-use mcptrust::tls::{CertInfo, CertResolver, server_config};
+use mcptrust::tls::{CertInfo, CertReloader, CertResolver, server_config};
 use mcptrust::webhook::WebhookServer;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -204,6 +204,13 @@ impl TlsFiles {
     pub fn temp() -> (tempfile::TempDir, Self) {
         let dir = tempfile::tempdir().unwrap();
         let files = Self::in_dir(dir.path());
+        (dir, files)
+    }
+
+    /// [`Self::temp`] holding `leaf` (written with [`Self::write_atomic`]).
+    pub fn temp_with(leaf: &Leaf) -> (tempfile::TempDir, Self) {
+        let (dir, files) = Self::temp();
+        files.write_atomic(leaf);
         (dir, files)
     }
 
@@ -452,6 +459,19 @@ pub fn embedded_mutator() -> Arc<dyn Mutator> {
     ))
 }
 
+/// The McpServer CRD's OpenAPI v3 schema (of its first version) as JSON, for validating
+/// objects with `kube_cel`.
+pub fn crd_schema() -> Value {
+    use kube::CustomResourceExt as _;
+    let crd = mcptrust::api::McpServer::crd();
+    let s = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
+    serde_json::to_value(s).expect("schema json")
+}
+
 /// A pod with one container per name, in `namespace`.
 pub fn pod(name: &str, namespace: &str, containers: &[&str]) -> Value {
     let containers: Vec<Value> = containers
@@ -586,6 +606,19 @@ impl TestServer {
         )
         .await;
         (server, metrics)
+    }
+
+    /// A reloader of this server's certificate from `files`, counting into `metrics`, that
+    /// watches the files' directory when `file_watch` (else only triggers reload); spawn it.
+    pub fn reloader(
+        &self,
+        files: &TlsFiles,
+        metrics: &Arc<Metrics>,
+        file_watch: bool,
+    ) -> CertReloader {
+        CertReloader::new(self.resolver.clone(), &files.cert, &files.key)
+            .with_metrics(metrics.clone())
+            .with_file_watch(file_watch)
     }
 
     /// Signals shutdown (the server stops accepting at once) without waiting.
