@@ -20,11 +20,7 @@ async fn sighup_reloads_the_certificate() {
     // Installs the handler: from here on SIGHUP no longer terminates the test process.
     let triggers = sighup_triggers().unwrap();
     // Only SIGHUP may cause the reload here.
-    let reloader = server
-        .reloader(&files, &metrics, false)
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(&files, &metrics, false, triggers);
 
     files.write_atomic(&b);
     let review = admission_review("hup", "CREATE", "agents", pod("p", "agents", &["c"]));

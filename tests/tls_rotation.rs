@@ -163,11 +163,7 @@ async fn rotate_under_traffic(
 ) {
     let (server, metrics) = TestServer::start_default(files, mutator()).await;
     let (_triggers_tx, triggers) = mpsc::channel(1);
-    let reloader = server
-        .reloader(files, &metrics, true)
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(files, &metrics, true, triggers);
     assert_eq!(
         status.borrow().current.as_ref().map(|c| c.serial.clone()),
         Some(initial.serial.clone())
@@ -242,11 +238,7 @@ async fn reload_trigger_without_file_watch() {
     let (_dir, files) = TlsFiles::temp_with(&a);
     let (server, metrics) = TestServer::start_default(&files, mutator()).await;
     let (trigger, triggers) = mpsc::channel(1);
-    let reloader = server
-        .reloader(&files, &metrics, false)
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(&files, &metrics, false, triggers);
 
     files.write_atomic(&b);
     // Without the watch, the old certificate is still served until the trigger.
@@ -287,11 +279,7 @@ async fn failed_reload_keeps_the_old_certificate() {
     let (_dir, files) = TlsFiles::temp_with(&a);
     let (server, metrics) = TestServer::start_default(&files, mutator()).await;
     let (_trigger, triggers) = mpsc::channel(1);
-    let reloader = server
-        .reloader(&files, &metrics, true)
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(&files, &metrics, true, triggers);
 
     // Garbage in the certificate file.
     std::fs::write(

@@ -18,7 +18,9 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcptrust::inject::Mutator;
 use mcptrust::metrics::Metrics;
-use mcptrust::tls::{CertInfo, CertReloader, CertResolver, server_config};
+use mcptrust::tls::{
+    CertInfo, CertReloader, CertResolver, ReloadStatus, ReloaderTask, server_config,
+};
 use mcptrust::webhook::WebhookServer;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -608,17 +610,23 @@ impl TestServer {
         (server, metrics)
     }
 
-    /// A reloader of this server's certificate from `files`, counting into `metrics`, that
-    /// watches the files' directory when `file_watch` (else only triggers reload); spawn it.
-    pub fn reloader(
+    /// Spawns a reloader of this server's certificate from `files`, counting into
+    /// `metrics`, reloading on `triggers` and, when `file_watch`, on changes in the files'
+    /// directory. Returns its task and its status.
+    pub fn spawn_reloader(
         &self,
         files: &TlsFiles,
         metrics: &Arc<Metrics>,
         file_watch: bool,
-    ) -> CertReloader {
-        CertReloader::new(self.resolver.clone(), &files.cert, &files.key)
+        triggers: tokio::sync::mpsc::Receiver<()>,
+    ) -> (ReloaderTask, tokio::sync::watch::Receiver<ReloadStatus>) {
+        let reloader = CertReloader::new(self.resolver.clone(), &files.cert, &files.key)
             .with_metrics(metrics.clone())
             .with_file_watch(file_watch)
+            .spawn(triggers)
+            .unwrap();
+        let status = reloader.status();
+        (reloader, status)
     }
 
     /// Signals shutdown (the server stops accepting at once) without waiting.
