@@ -30,9 +30,7 @@ use super::http::{ConnTls, HttpConn, Wire};
 use super::net::{self, ProxyUrl};
 use super::target::Target;
 use super::tls::TlsSetup;
-use super::{
-    McpInfo, ProbeOptions, ProbeReport, Reason, Redirect, Severity, Step, StepResult, TlsInfo,
-};
+use super::{McpInfo, ProbeOptions, ProbeReport, Reason, Redirect, Step, StepResult, TlsInfo};
 use connect::Route;
 
 /// Probe `opts.url`: DNS → TCP → proxy CONNECT → TLS → HTTP, stopping at the first
@@ -273,16 +271,7 @@ impl<'a> Runner<'a> {
     }
 
     fn finish(self) -> ProbeReport {
-        let decisive = self
-            .steps
-            .iter()
-            .find(|s| s.reason.is_failure())
-            .or_else(|| {
-                self.steps
-                    .iter()
-                    .find(|s| s.reason.severity() == Severity::Warning)
-            });
-        let (verdict, summary) = match decisive {
+        let (verdict, summary) = match super::decisive_step(&self.steps) {
             Some(s) => (s.reason, s.message.clone()),
             None => (Reason::Ok, self.success_summary()),
         };
