@@ -12,10 +12,12 @@ use crate::probe::Reason;
 use crate::probe::http;
 use crate::probe::target::Target;
 
+/// The response's `Content-Type` as sent, or empty.
 pub(super) fn content_type(response: &Response<Incoming>) -> String {
     http::header(response, "content-type").unwrap_or_default()
 }
 
+/// The media type of a `Content-Type` (parameters dropped), lowercase.
 pub(super) fn media_type(content_type: &str) -> String {
     content_type
         .split(';')
@@ -25,7 +27,8 @@ pub(super) fn media_type(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-pub(super) fn describe_ct(content_type: &str) -> String {
+/// `Content-Type X`, or `no Content-Type`, for messages.
+fn describe_ct(content_type: &str) -> String {
     if content_type.is_empty() {
         "no Content-Type".to_owned()
     } else {
@@ -44,6 +47,7 @@ pub(super) fn snippet(body: &[u8]) -> String {
     s
 }
 
+/// `404 Not Found`: the status with its canonical reason, when it has one.
 pub(super) fn status_text(status: u16) -> String {
     match hyper::StatusCode::from_u16(status)
         .ok()
@@ -56,7 +60,7 @@ pub(super) fn status_text(status: u16) -> String {
 
 impl Runner<'_> {
     /// 401 or 403: TLS and HTTP work, and the endpoint wants authorization.
-    pub(super) fn auth_outcome(
+    fn auth_outcome(
         &self,
         method: &Method,
         url: &Target,
@@ -78,7 +82,7 @@ impl Runner<'_> {
     }
 
     /// A non-2xx answer where an MCP answer was expected.
-    pub(super) async fn not_mcp_status(
+    async fn not_mcp_status(
         &self,
         session: &mut Session,
         method: &Method,
