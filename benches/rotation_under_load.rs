@@ -42,7 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use common::{Leaf, TestCa};
+use common::{Leaf, TestCa, client_config};
 
 const WORKERS: usize = 8;
 
@@ -154,23 +154,6 @@ impl Drop for Server {
 }
 
 // -------------------------------------------------------------------------- client ------
-
-fn client_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(mcptrust::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    // Full handshakes only: a resumed TLS 1.3 session would not show the served
-    // certificate, and every reconnect should exercise the certificate in use.
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
-}
 
 enum Sender {
     H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
@@ -311,7 +294,7 @@ async fn run_load(load: Arc<Load>, t0: Instant) -> Shared {
     for w in 0..WORKERS {
         let (load, shared, bodies) = (load.clone(), shared.clone(), bodies.clone());
         let h2 = w % 2 == 1;
-        let config = client_config(&load.ca_pem, if h2 { b"h2" } else { b"http/1.1" });
+        let config = client_config(&load.ca_pem, &[if h2 { b"h2" } else { b"http/1.1" }]);
         tasks.push(tokio::spawn(async move {
             let mut due = t0 + period.mul_f64(w as f64 / WORKERS as f64);
             let mut n = w;
@@ -411,7 +394,7 @@ fn table_header() {
 }
 
 async fn served_serial(addr: SocketAddr, ca_pem: &str) -> Option<String> {
-    handshake(addr, client_config(ca_pem, b"http/1.1"))
+    handshake(addr, client_config(ca_pem, &[b"http/1.1"]))
         .await
         .ok()
         .map(|(_, s)| s)
@@ -566,18 +549,10 @@ async fn rotation(rate: f64, seconds: u64) {
 
 /// The leaf currently in the watched directory (read back from the files).
 fn ca_leaf_copy(watched: &Path) -> Leaf {
-    let cert_pem = std::fs::read_to_string(watched.join("tls.crt")).unwrap();
-    let key_pem = std::fs::read_to_string(watched.join("tls.key")).unwrap();
-    let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap();
-    let serial = CertInfo::from_der(&der).unwrap().serial;
-    Leaf {
-        cert_pem,
-        key_pem,
-        serial,
-    }
+    Leaf::from_pem(
+        std::fs::read_to_string(watched.join("tls.crt")).unwrap(),
+        std::fs::read_to_string(watched.join("tls.key")).unwrap(),
+    )
 }
 
 async fn sigterm(rate: f64) {

@@ -4,14 +4,17 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::api::McpServer;
-use crate::inject::{InjectConfig, StaticMutator};
 use crate::telemetry::LogArgs;
+
+// Kept at their old paths for callers of `mcptrust::cli::{ConfigArgs, wait_stop}`; they
+// live below both the command line and the operator.
+pub use crate::config::ConfigArgs;
+pub use crate::shutdown::wait_stop;
 
 /// mcptrust: TLS that just works for MCP servers and their sandboxes.
 #[derive(Parser, Debug)]
@@ -46,33 +49,6 @@ pub enum Command {
     /// Run the operator: controller (leader-elected), webhook and admin port, in cluster or
     /// out of cluster against any kubeconfig.
     Run(Box<crate::operator::RunArgs>),
-}
-
-/// Where the operator's injection config comes from.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ConfigArgs {
-    /// Injection config file (YAML, see `examples/config.yaml`); without it the built-in
-    /// default is used (a seed-000 sandbox proxy at 10.200.0.1:3128).
-    #[arg(long = "config", env = "MCPTRUST_CONFIG")]
-    pub config: Option<PathBuf>,
-}
-
-impl ConfigArgs {
-    /// Loads the config file, or the embedded default.
-    ///
-    /// # Errors
-    /// An unreadable file, or invalid YAML (with line and column).
-    pub fn load(&self) -> anyhow::Result<InjectConfig> {
-        match &self.config {
-            None => Ok(InjectConfig::embedded_default()),
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config {}", p.display()))?;
-                InjectConfig::from_yaml(&text)
-                    .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))
-            }
-        }
-    }
 }
 
 /// `mcptrust inject` flags.
@@ -157,11 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            let (out, code) = runtime.block_on(crate::probe::cli::run(&args))?;
+            let (out, code) = block_on(crate::probe::cli::run(&args))?;
             print!("{out}");
             if !out.ends_with('\n') {
                 println!();
@@ -169,58 +141,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
         Command::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            runtime.block_on(crate::operator::run(*args))?;
+            block_on(crate::operator::run(*args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook(args) => {
             let config = args.config.load()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            runtime.block_on(run_webhook(args, config))?;
+            block_on(crate::webhook::standalone::run(
+                &args.webhook,
+                &args.admin,
+                &config,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn run_webhook(args: WebhookCommand, config: InjectConfig) -> anyhow::Result<()> {
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let readiness = crate::admin::Readiness::default();
-    let mutator: Arc<dyn crate::inject::Mutator> = Arc::new(StaticMutator::new(&config, None));
-    let admin_listener = tokio::net::TcpListener::bind(args.admin.admin_listen)
-        .await
-        .with_context(|| format!("binding the admin port {}", args.admin.admin_listen))?;
-    // One shutdown for both servers: SIGTERM or Ctrl-C.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::webhook::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let admin = tokio::spawn(crate::admin::serve(
-        admin_listener,
-        crate::admin::router(metrics.clone(), readiness.clone()),
-        wait_stop(stop_rx.clone()),
-    ));
-    let result = crate::webhook::run(
-        &args.webhook,
-        mutator,
-        metrics,
-        readiness,
-        wait_stop(stop_rx),
-    )
-    .await;
-    let _ = admin.await;
-    result.map_err(anyhow::Error::from)
-}
-
-/// Resolves once the shutdown flag is set.
-pub async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
+/// Runs `fut` to completion on a fresh multi-threaded tokio runtime.
+fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(fut)
 }
 
 #[cfg(test)]

@@ -15,19 +15,23 @@
 //!   egress, rotation, status) and the webhook's cluster view;
 //! - [`probe`]: endpoint diagnosis shared by `mcptrust probe` and the controller;
 //! - [`operator`]: `mcptrust run`, wiring controller, webhook and admin port together;
-//! - [`cli`] and [`telemetry`]: the command line and logging.
+//! - [`config`] and [`shutdown`]: the `--config` flag with its loading, and the shared
+//!   SIGTERM/Ctrl-C stop, below both the operator and the command line;
+//! - [`cli`] and [`telemetry`]: the command line (parse and dispatch only) and logging.
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod controller;
 pub mod inject;
 pub mod metrics;
 pub mod operator;
 pub mod pki;
 pub mod probe;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 pub mod webhook;

@@ -19,9 +19,10 @@ use kube::{Client, Config};
 use tokio::sync::watch;
 
 use crate::api::McpServer;
-use crate::cli::{ConfigArgs, wait_stop};
+use crate::config::ConfigArgs;
 use crate::controller::webhook_cert::{self, CertMode, WebhookCertArgs};
 use crate::controller::{self, Context, ControllerArgs, ControllerConfig, ControllerMetrics};
+use crate::shutdown::wait_stop;
 
 /// `mcptrust run` flags.
 #[derive(clap::Args, Debug, Clone)]

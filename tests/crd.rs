@@ -2,6 +2,9 @@
 //! bad specs with messages a person can act on. CEL is evaluated by kube-cel's Validator
 //! (the Kubernetes CEL library functions, client-side), against the exact schema in crds/.
 
+mod common;
+
+use common::crd_schema;
 use kube::CustomResourceExt;
 use mcptrust::api::McpServer;
 use serde_json::{Value, json};
@@ -44,16 +47,6 @@ fn crd_shape() {
     );
 }
 
-fn schema() -> Value {
-    let crd = McpServer::crd();
-    let s = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .expect("schema");
-    serde_json::to_value(s).expect("schema json")
-}
-
 fn object(spec: Value) -> Value {
     json!({
         "apiVersion": "mcptrust.io/v1alpha1",
@@ -66,7 +59,7 @@ fn object(spec: Value) -> Value {
 /// Validates with CEL; returns the failure messages.
 fn cel_errors(obj: &Value) -> Vec<String> {
     let validator = kube_cel::Validator::new();
-    match validator.validate(&schema(), obj, None) {
+    match validator.validate(&crd_schema(), obj, None) {
         Ok(()) => Vec::new(),
         Err(errs) => errs
             .as_slice()
@@ -269,7 +262,7 @@ fn cel_rules_compile_and_stay_within_budget() {
     }
     let mut found = Vec::new();
     let mut problems = Vec::new();
-    walk(&schema(), "", &mut found, &mut problems);
+    walk(&crd_schema(), "", &mut found, &mut problems);
     assert!(
         found.len() >= 15,
         "expected the CRD's rules, found {found:?}"

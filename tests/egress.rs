@@ -4,14 +4,15 @@
 //! scenarios for each mode in the `ApiServerVerifier` style (the shared `tests/mock_api`:
 //! every request asserted in order).
 
+mod common;
 mod mock_api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::crd_schema;
 use http::Method;
 use ipnet::IpNet;
-use kube::CustomResourceExt;
 use kube::runtime::controller::Action;
 use mcptrust::api::{EgressMode, McpServer};
 use mcptrust::controller::egress::{
@@ -235,16 +236,6 @@ fn messages_name_the_index_and_escape_the_entry() {
     );
 }
 
-fn crd_schema() -> Value {
-    let crd = McpServer::crd();
-    let s = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .expect("schema");
-    serde_json::to_value(s).expect("schema json")
-}
-
 fn crd_accepts(schema: &Value, validator: &kube_cel::Validator, entry: &str) -> bool {
     let obj = json!({
         "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
@@ -396,11 +387,7 @@ fn policy_allows_dns_the_proxy_by_ip_and_cidrs_with_ports() {
 
 #[test]
 fn empty_allow_list_means_only_dns_and_the_proxy() {
-    let s = server(
-        "s",
-        egress_spec("Enforce", &[], Some("http://10.200.0.1:3128")),
-        None,
-    );
+    let s = enforce_via("http://10.200.0.1:3128");
     let np = np_json(&s, &[], &EgressDefaults::default());
     assert_eq!(
         np["spec"]["egress"],
@@ -496,11 +483,7 @@ fn proxies_a_policy_cannot_name_are_reported() {
         "{plan:?}"
     );
     // The McpServer's own hostname proxy: the operator's selectors describe another proxy.
-    let s = server(
-        "s",
-        egress_spec("Enforce", &[], Some("http://my-proxy.agents.svc:3128")),
-        None,
-    );
+    let s = enforce_via("http://my-proxy.agents.svc:3128");
     let plan = proxy_plan(&s, &selector_defaults());
     assert!(!plan.usable());
     assert!(
@@ -508,11 +491,7 @@ fn proxies_a_policy_cannot_name_are_reported() {
         "{plan:?}"
     );
     // A ClusterIP: NetworkPolicies see the pods behind it.
-    let s = server(
-        "s",
-        egress_spec("Enforce", &[], Some("http://10.96.4.4:3128")),
-        None,
-    );
+    let s = enforce_via("http://10.96.4.4:3128");
     let plan = proxy_plan(&s, &selector_defaults());
     assert!(plan.problems[0].contains("Service ClusterIP"), "{plan:?}");
     // No proxy at all.
@@ -522,16 +501,17 @@ fn proxies_a_policy_cannot_name_are_reported() {
         "{plan:?}"
     );
     // An IPv6 literal.
-    let s = server(
-        "s",
-        egress_spec("Enforce", &[], Some("http://[fd00::5]:3128")),
-        None,
-    );
+    let s = enforce_via("http://[fd00::5]:3128");
     let np = np_json(&s, &[], &EgressDefaults::default());
     assert_eq!(
         np["spec"]["egress"][1],
         tcp_rule(json!({"ipBlock": {"cidr": "fd00::5/128"}}), 3128)
     );
+}
+
+/// McpServer s enforcing an empty allow list through the proxy `proxy`.
+fn enforce_via(proxy: &str) -> McpServer {
+    server("s", egress_spec("Enforce", &[], Some(proxy)), None)
 }
 
 fn s_without_proxy() -> McpServer {
@@ -722,6 +702,13 @@ fn injected_pods_carry_the_egress_mode() {
 
 /// The egress writes, on top of the shared [`Verifier`].
 impl Verifier {
+    /// The Event in namespace agents, which must be of `type_` and `reason`; its note.
+    async fn expect_event_of(&mut self, type_: &str, reason: &str) -> String {
+        let (t, r, note) = self.expect_event("agents").await;
+        assert_eq!((t.as_str(), r.as_str()), (type_, reason));
+        note
+    }
+
     async fn expect_allowlist(&mut self, name: &str) -> Value {
         let call = self
             .expect(
@@ -784,8 +771,20 @@ async fn start(egress: EgressDefaults, s: &McpServer) -> (Reconcile, Verifier) {
     (task, api)
 }
 
+/// The reconcile succeeded, and it made no API call beyond those expected.
+async fn finished(task: Reconcile, api: Verifier) {
+    task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
+}
+
 fn message(c: &Value) -> &str {
     c["message"].as_str().unwrap_or_default()
+}
+
+/// McpServer sandbox-tools with egress `mode` over [`ALLOW`], the proxy `proxy` and
+/// `status`.
+fn tools(mode: &str, proxy: Option<&str>, status: Option<Value>) -> McpServer {
+    server("sandbox-tools", egress_spec(mode, ALLOW, proxy), status)
 }
 
 const ALLOW: &[&str] = &[
@@ -796,11 +795,7 @@ const ALLOW: &[&str] = &[
 
 #[tokio::test]
 async fn enforce_with_cidr_and_hostname_entries_and_a_proxy() {
-    let s = server(
-        "sandbox-tools",
-        egress_spec("Enforce", ALLOW, Some("http://10.200.0.1:3128")),
-        None,
-    );
+    let s = tools("Enforce", Some("http://10.200.0.1:3128"), None);
     let (task, mut api) = start(EgressDefaults::default(), &s).await;
     let cm = api.expect_allowlist("sandbox-tools").await;
     assert_eq!(
@@ -832,11 +827,7 @@ async fn enforce_with_cidr_and_hostname_entries_and_a_proxy() {
         np["metadata"]["ownerReferences"][0]["name"],
         "sandbox-tools"
     );
-    let (type_, reason, note) = api.expect_event("agents").await;
-    assert_eq!(
-        (type_.as_str(), reason.as_str()),
-        ("Normal", "EgressEnforced")
-    );
+    let note = api.expect_event_of("Normal", "EgressEnforced").await;
     assert!(note.contains("mcptrust-sandbox-tools-egress"), "{note}");
     let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
@@ -851,25 +842,19 @@ async fn enforce_with_cidr_and_hostname_entries_and_a_proxy() {
     let ready = condition(&status, "Ready");
     assert_eq!(ready["status"], "True");
     assert!(message(ready).contains("egress policy enforced"), "{ready}");
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 
     // Second pass with that status: the same applies, no event, no status write.
-    let s2 = server(
-        "sandbox-tools",
-        egress_spec("Enforce", ALLOW, Some("http://10.200.0.1:3128")),
-        Some(status),
-    );
+    let s2 = tools("Enforce", Some("http://10.200.0.1:3128"), Some(status));
     let (task, mut api) = start(EgressDefaults::default(), &s2).await;
     api.expect_allowlist("sandbox-tools").await;
     api.expect_policy("sandbox-tools").await;
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 }
 
 #[tokio::test]
 async fn enforce_with_hostname_entries_and_no_proxy_fails_closed_and_says_so() {
-    let s = server("sandbox-tools", egress_spec("Enforce", ALLOW, None), None);
+    let s = tools("Enforce", None, None);
     let (task, mut api) = start(EgressDefaults::default(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
     let np = api.expect_policy("sandbox-tools").await;
@@ -881,11 +866,9 @@ async fn enforce_with_hostname_entries_and_no_proxy_fails_closed_and_says_so() {
         ]),
         "no proxy rule: the hostnames are blocked, not opened"
     );
-    let (type_, reason, note) = api.expect_event("agents").await;
-    assert_eq!(
-        (type_.as_str(), reason.as_str()),
-        ("Warning", "HostnameRulesRequireProxy")
-    );
+    let note = api
+        .expect_event_of("Warning", "HostnameRulesRequireProxy")
+        .await;
     assert!(note.contains("no proxy is configured"), "{note}");
     let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
@@ -900,8 +883,7 @@ async fn enforce_with_hostname_entries_and_no_proxy_fails_closed_and_says_so() {
     assert_eq!(ready["status"], "False", "a real hole in Enforce mode");
     assert_eq!(ready["reason"], "HostnameRulesRequireProxy");
     assert!(message(ready).starts_with("EgressPolicyReady: "), "{ready}");
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 }
 
 #[tokio::test]
@@ -913,7 +895,7 @@ async fn enforce_with_a_hostname_proxy_needs_selectors() {
         },
         ..Default::default()
     };
-    let s = server("sandbox-tools", egress_spec("Enforce", ALLOW, None), None);
+    let s = tools("Enforce", None, None);
     let (task, mut api) = start(d, &s).await;
     api.expect_allowlist("sandbox-tools").await;
     api.expect_policy("sandbox-tools").await;
@@ -947,11 +929,7 @@ async fn enforce_with_a_hostname_proxy_needs_selectors() {
 
 #[tokio::test]
 async fn audit_writes_the_allowlist_only_and_stays_ready() {
-    let s = server(
-        "sandbox-tools",
-        egress_spec("Audit", ALLOW, Some("http://10.200.0.1:3128")),
-        None,
-    );
+    let s = tools("Audit", Some("http://10.200.0.1:3128"), None);
     let (task, mut api) = start(EgressDefaults::default(), &s).await;
     let cm = api.expect_allowlist("sandbox-tools").await;
     assert_eq!(
@@ -964,8 +942,7 @@ async fn audit_writes_the_allowlist_only_and_stays_ready() {
             .unwrap_or_default()
             .contains("spec.egress.mode: Audit")
     );
-    let (type_, reason, _) = api.expect_event("agents").await;
-    assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "AuditOnly"));
+    api.expect_event_of("Warning", "AuditOnly").await;
     let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(c["status"], "False");
@@ -983,8 +960,7 @@ async fn audit_writes_the_allowlist_only_and_stays_ready() {
         message(ready).contains("Audit mode: nothing is enforced"),
         "{ready}"
     );
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 }
 
 fn enforced_status() -> Value {
@@ -994,11 +970,7 @@ fn enforced_status() -> Value {
 
 #[tokio::test]
 async fn switching_to_audit_deletes_the_policy() {
-    let s = server(
-        "sandbox-tools",
-        egress_spec("Audit", ALLOW, None),
-        Some(enforced_status()),
-    );
+    let s = tools("Audit", None, Some(enforced_status()));
     let (task, mut api) = start(EgressDefaults::default(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
     api.expect_policy_delete("sandbox-tools").await.deleted();
@@ -1013,8 +985,7 @@ async fn switching_to_audit_deletes_the_policy() {
         condition(&status, "EgressPolicyReady")["reason"],
         "AuditOnly"
     );
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 
     // A policy already gone (404) is fine.
     let (task, mut api) = start(EgressDefaults::default(), &s).await;
@@ -1044,19 +1015,14 @@ async fn removing_spec_egress_deletes_the_policy_and_empties_the_allowlist() {
     cm.ok(&json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "mcptrust-sandbox-tools-egress-allowlist", "namespace": "agents"},
             "data": {"allowlist.txt": ""}}));
-    let (type_, reason, _) = api.expect_event("agents").await;
-    assert_eq!(
-        (type_.as_str(), reason.as_str()),
-        ("Normal", "EgressPolicyRemoved")
-    );
+    api.expect_event_of("Normal", "EgressPolicyRemoved").await;
     let status = api.expect_status("agents", "sandbox-tools").await;
     let c = condition(&status, "EgressPolicyReady");
     assert_eq!(
         (c["status"].as_str(), c["reason"].as_str()),
         (Some("True"), Some("NotRequested"))
     );
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 }
 
 #[tokio::test]
@@ -1066,16 +1032,11 @@ async fn enforce_without_pod_selector_is_refused() {
     let s = server("sandbox-tools", spec, None);
     let (task, mut api) = start(EgressDefaults::default(), &s).await;
     api.expect_allowlist("sandbox-tools").await;
-    let (type_, reason, note) = api.expect_event("agents").await;
-    assert_eq!(
-        (type_.as_str(), reason.as_str()),
-        ("Warning", "PodSelectorRequired")
-    );
+    let note = api.expect_event_of("Warning", "PodSelectorRequired").await;
     assert!(note.contains("every pod in namespace agents"), "{note}");
     let status = api.expect_status("agents", "sandbox-tools").await;
     assert_eq!(condition(&status, "Ready")["reason"], "PodSelectorRequired");
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 }
 
 #[tokio::test]
@@ -1095,11 +1056,7 @@ async fn invalid_entries_change_nothing_and_are_reported() {
         Some(enforced_status()),
     );
     let (task, mut api) = start(EgressDefaults::default(), &s).await;
-    let (type_, reason, note) = api.expect_event("agents").await;
-    assert_eq!(
-        (type_.as_str(), reason.as_str()),
-        ("Warning", "InvalidEgressEntry")
-    );
+    let note = api.expect_event_of("Warning", "InvalidEgressEntry").await;
     assert!(
         note.contains("spec.egress.allow[1]") && note.contains("spec.egress.allow[2]"),
         "{note}"
@@ -1109,8 +1066,7 @@ async fn invalid_entries_change_nothing_and_are_reported() {
     assert_eq!(c["reason"], "InvalidEgressEntry");
     assert!(message(c).contains("nothing was changed"), "{c}");
     assert_eq!(condition(&status, "Ready")["status"], "False");
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 }
 
 #[tokio::test]
@@ -1128,6 +1084,5 @@ async fn without_spec_egress_no_egress_call_is_made() {
         (Some("True"), Some("NotRequested"))
     );
     assert!(!message(condition(&status, "Ready")).contains("egress"));
-    task.await.expect("join").expect("reconcile");
-    api.expect_done().await;
+    finished(task, api).await;
 }

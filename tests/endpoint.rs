@@ -3,16 +3,17 @@
 //! (`tests/mock_api`) and every API request is asserted in order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod mock_api;
-mod probe_support;
 
 use std::sync::Arc;
 
+use common::mcp::{Answer, serve, server_config, streamable_mcp};
+use common::{TestCa, self_signed};
 use http::Method;
 use mcptrust::api::McpServer;
 use mcptrust::controller::{Context, reconcile::reconcile};
 use mock_api::{Verifier, condition, controller_config};
-use probe_support::{Answer, Ca, self_signed, serve, server_config, streamable_mcp};
 use serde_json::{Value, json};
 
 /// 2026-11-21T00:00:00Z (the test certificates are valid 2025..2035).
@@ -154,7 +155,7 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
 #[tokio::test]
 async fn forged_self_signed_certificate_is_refused() {
     // Subject == issuer, but signed by another key: it only claims to be self-signed.
-    let forger = Ca::new("lab-notes");
+    let forger = TestCa::new("lab-notes");
     let forged = forger.server_leaf_with(&["localhost", "127.0.0.1"], |p| {
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name
@@ -193,14 +194,14 @@ async fn forged_self_signed_certificate_is_refused() {
 
 #[tokio::test]
 async fn unknown_authority_names_the_missing_issuer() {
-    let corp = Ca::new("Corp Internal CA");
+    let corp = TestCa::new("Corp Internal CA");
     let leaf = corp.server_leaf(&["localhost", "127.0.0.1"]);
     let server = serve(Some(server_config(&leaf, None, false)), |_| {
         streamable_mcp(Answer::Json)
     })
     .await;
     let url = format!("https://127.0.0.1:{}/mcp", server.port());
-    let other = Ca::new("Some Other CA");
+    let other = TestCa::new("Some Other CA");
     let (ctx, mut api) = context();
     let trust = json!({"includeSystemRoots": false, "sources": [{"configMap": {"name": "ca"}}]});
     let task = tokio::spawn(reconcile(Arc::new(lab(&url, trust.clone(), None)), ctx));
@@ -247,7 +248,7 @@ async fn unknown_authority_names_the_missing_issuer() {
 async fn endpoint_probing_can_be_turned_off() {
     // Out of cluster, Service names do not resolve: --disable-endpoint-probe leaves the
     // condition out, so Ready reflects only what the controller itself manages.
-    let corp = Ca::new("Corp Internal CA");
+    let corp = TestCa::new("Corp Internal CA");
     let (ctx, mut api) = mock_api::context(controller_config(), NOW);
     let ctx = Arc::new(ctx.without_endpoint_probe());
     let trust = json!({"includeSystemRoots": false, "sources": [{"configMap": {"name": "ca"}}]});

@@ -2,16 +2,17 @@
 //! certificates made by rcgen: every verdict, its message, the text rendering and JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod probe_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcptrust::probe::{ProbeOptions, ProbeReport, Reason, Step, Transport, probe, render_text};
-use probe_support::{
-    Answer, Ca, Server, closed_port, full, handler, html_page, mitm_proxy, mitm_proxy_to,
-    refusing_proxy, self_signed, serve, server_config, sse_mcp, streamable_mcp, tunnel_proxy,
+use common::mcp::{
+    Answer, Server, closed_port, full, handler, html_page, mitm_proxy, mitm_proxy_to,
+    refusing_proxy, serve, server_config, sse_mcp, streamable_mcp, tunnel_proxy,
 };
+use common::{TestCa, self_signed};
+use mcptrust::probe::{ProbeOptions, ProbeReport, Reason, Step, Transport, probe, render_text};
 
 /// 2030-01-01T00:00:00Z.
 const Y2030: i64 = 1_893_456_000;
@@ -50,7 +51,7 @@ fn contains(haystack: &str, needles: &[&str]) {
     }
 }
 
-async fn mcp_server(ca: &Ca, sans: &[&str]) -> Server {
+async fn mcp_server(ca: &TestCa, sans: &[&str]) -> Server {
     let leaf = ca.server_leaf(sans);
     serve(Some(server_config(&leaf, None, false)), |_| {
         streamable_mcp(Answer::Json)
@@ -61,7 +62,7 @@ async fn mcp_server(ca: &Ca, sans: &[&str]) -> Server {
 // 1
 #[tokio::test]
 async fn ca_signed_streamable_http_server_is_ok() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let server = mcp_server(&ca, &["localhost", "127.0.0.1"]).await;
     let url = format!("https://localhost:{}/mcp", server.port());
     let report = probe(&opts(url.clone(), Some(&ca.pem))).await;
@@ -101,7 +102,7 @@ async fn ca_signed_streamable_http_server_is_ok() {
 
 #[tokio::test]
 async fn streamable_http_answer_as_event_stream_is_ok() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf(&["localhost", "127.0.0.1"]);
     let server = serve(Some(server_config(&leaf, None, false)), |_| {
         streamable_mcp(Answer::EventStream)
@@ -140,7 +141,7 @@ async fn self_signed_server_is_self_signed() {
         streamable_mcp(Answer::Json)
     })
     .await;
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let report = probe(&opts(
         format!("https://localhost:{}/mcp", server.port()),
         Some(&ca.pem),
@@ -165,7 +166,7 @@ async fn self_signed_server_is_self_signed() {
 // 3
 #[tokio::test]
 async fn ip_dialled_against_dns_only_san_is_hostname_mismatch() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let server = mcp_server(&ca, &["localhost"]).await;
     let report = probe(&opts(
         format!("https://127.0.0.1:{}/", server.port()),
@@ -188,7 +189,7 @@ async fn ip_dialled_against_dns_only_san_is_hostname_mismatch() {
 
 #[tokio::test]
 async fn certificate_without_san_is_hostname_mismatch_naming_the_cn_problem() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf_with(&[], |p| {
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name
@@ -212,7 +213,7 @@ async fn certificate_without_san_is_hostname_mismatch_naming_the_cn_problem() {
 
 #[tokio::test]
 async fn server_name_override_verifies_the_given_name() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let server = mcp_server(&ca, &["mcp.internal.example"]).await;
     let mut o = opts(
         format!("https://127.0.0.1:{}/mcp", server.port()),
@@ -230,7 +231,7 @@ async fn server_name_override_verifies_the_given_name() {
 // 4
 #[tokio::test]
 async fn expired_certificate_is_expired() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf_with(&["localhost", "127.0.0.1"], |p| {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
@@ -254,7 +255,7 @@ async fn expired_certificate_is_expired() {
 
 #[tokio::test]
 async fn injected_clock_decides_validity() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf_with(&["localhost"], |p| {
         p.not_before = rcgen::date_time_ymd(2024, 1, 1);
         p.not_after = rcgen::date_time_ymd(2030, 1, 1);
@@ -296,9 +297,9 @@ async fn injected_clock_decides_validity() {
 // 5
 #[tokio::test]
 async fn mtls_server_client_certificates() {
-    let ca = Ca::new("Test CA");
-    let client_ca = Ca::new("Client CA");
-    let other_ca = Ca::new("Other CA");
+    let ca = TestCa::new("Test CA");
+    let client_ca = TestCa::new("Client CA");
+    let other_ca = TestCa::new("Other CA");
     let leaf = ca.server_leaf(&["localhost", "127.0.0.1"]);
     let server = serve(
         Some(server_config(&leaf, Some(&client_ca.pem), false)),
@@ -360,8 +361,8 @@ async fn mtls_server_client_certificates() {
 
 #[tokio::test]
 async fn mtls_over_tls12_fails_in_the_handshake() {
-    let ca = Ca::new("Test CA");
-    let client_ca = Ca::new("Client CA");
+    let ca = TestCa::new("Test CA");
+    let client_ca = TestCa::new("Client CA");
     let leaf = ca.server_leaf(&["localhost"]);
     let server = serve(
         Some(server_config(&leaf, Some(&client_ca.pem), true)),
@@ -391,8 +392,8 @@ async fn mtls_over_tls12_fails_in_the_handshake() {
 // 6
 #[tokio::test]
 async fn unknown_ca_is_unknown_authority_naming_it() {
-    let ca = Ca::new("Test CA");
-    let rogue = Ca::new("Corp Internal CA");
+    let ca = TestCa::new("Test CA");
+    let rogue = TestCa::new("Corp Internal CA");
     let server = mcp_server(&rogue, &["localhost"]).await;
     let report = probe(&opts(
         format!("https://localhost:{}/mcp", server.port()),
@@ -413,7 +414,7 @@ async fn unknown_ca_is_unknown_authority_naming_it() {
 
 #[tokio::test]
 async fn default_roots_do_not_trust_a_private_ca() {
-    let rogue = Ca::new("Corp Internal CA");
+    let rogue = TestCa::new("Corp Internal CA");
     let server = mcp_server(&rogue, &["localhost"]).await;
     let report = probe(&opts(
         format!("https://localhost:{}/mcp", server.port()),
@@ -430,8 +431,8 @@ async fn default_roots_do_not_trust_a_private_ca() {
 // 7
 #[tokio::test]
 async fn mitm_proxy_is_proxy_resigned_then_ok_with_its_ca() {
-    let ca = Ca::new("Test CA");
-    let proxy_ca = Arc::new(Ca::new("Corp Proxy CA"));
+    let ca = TestCa::new("Test CA");
+    let proxy_ca = Arc::new(TestCa::new("Corp Proxy CA"));
     let server = mcp_server(&ca, &["localhost", "127.0.0.1"]).await;
     let proxy = mitm_proxy(proxy_ca.clone(), ca.pem.clone()).await;
     let url = format!("https://127.0.0.1:{}/mcp", server.port());
@@ -488,8 +489,8 @@ async fn mitm_proxy_is_proxy_resigned_then_ok_with_its_ca() {
 
 #[tokio::test]
 async fn mitm_proxy_without_direct_route_is_unknown_authority_with_a_hint() {
-    let ca = Ca::new("Test CA");
-    let proxy_ca = Arc::new(Ca::new("Corp Proxy CA"));
+    let ca = TestCa::new("Test CA");
+    let proxy_ca = Arc::new(TestCa::new("Corp Proxy CA"));
     let server = mcp_server(&ca, &["localhost", "127.0.0.1"]).await;
     let proxy = mitm_proxy_to(proxy_ca, ca.pem.clone(), Some(server.addr)).await;
     // Only the proxy reaches this address (nothing listens on it locally).
@@ -516,7 +517,7 @@ async fn mitm_proxy_without_direct_route_is_unknown_authority_with_a_hint() {
 
 #[tokio::test]
 async fn tunnelling_proxy_is_ok_and_not_resigned() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let server = mcp_server(&ca, &["localhost", "127.0.0.1"]).await;
     let proxy = tunnel_proxy().await;
     let mut o = opts(
@@ -564,7 +565,7 @@ async fn refusing_proxy_is_proxy_connect_failed() {
 // 8
 #[tokio::test]
 async fn https_to_http_redirect_is_scheme_downgrade() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf(&["localhost", "127.0.0.1"]);
     let server = serve(Some(server_config(&leaf, None, false)), |addr| {
         let port = addr.port();
@@ -605,7 +606,7 @@ async fn https_to_http_redirect_is_scheme_downgrade() {
 
 #[tokio::test]
 async fn same_scheme_redirect_is_followed() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf(&["localhost"]);
     let mcp = streamable_mcp(Answer::Json);
     let server = serve(Some(server_config(&leaf, None, false)), move |_| {
@@ -636,7 +637,7 @@ async fn same_scheme_redirect_is_followed() {
 // 9
 #[tokio::test]
 async fn sse_endpoint_is_ok_with_endpoint() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf(&["localhost", "127.0.0.1"]);
     let server = serve(Some(server_config(&leaf, None, false)), |_| sse_mcp()).await;
     for transport in [Transport::Sse, Transport::Auto] {
@@ -669,7 +670,7 @@ async fn sse_endpoint_is_ok_with_endpoint() {
 // 10
 #[tokio::test]
 async fn html_page_is_not_an_mcp_endpoint() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let leaf = ca.server_leaf(&["localhost"]);
     let server = serve(Some(server_config(&leaf, None, false)), |_| html_page()).await;
     let report = probe(&opts(
@@ -757,7 +758,7 @@ async fn connection_refused_and_invalid_options() {
     assert_verdict(&report, Reason::InvalidOptions);
     contains(&report.summary, &["CA bundle"]);
 
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let c = ca.client_leaf("a");
     let other = ca.client_leaf("b");
     let mut o = opts(format!("https://127.0.0.1:{port}/"), None);
@@ -771,7 +772,7 @@ async fn connection_refused_and_invalid_options() {
 // 12
 #[tokio::test]
 async fn text_and_json_rendering() {
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let server = mcp_server(&ca, &["localhost"]).await;
     let report = probe(&opts(
         format!("https://127.0.0.1:{}/mcp", server.port()),
@@ -821,7 +822,7 @@ async fn cli_run_outputs_text_and_json_with_exit_code() {
         #[command(flatten)]
         args: mcptrust::probe::ProbeArgs,
     }
-    let ca = Ca::new("Test CA");
+    let ca = TestCa::new("Test CA");
     let server = mcp_server(&ca, &["localhost"]).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");

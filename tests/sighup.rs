@@ -4,53 +4,27 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Proto, TestCa, TestServer, TlsFiles, admission_review, pod, post_once};
-use mcptrust::inject::{InjectConfig, StaticMutator};
-use mcptrust::metrics::Metrics;
-use mcptrust::tls::{CertReloader, sighup_triggers};
+use common::{
+    Proto, TestCa, TestServer, TlsFiles, admission_review, embedded_mutator, pod, post_review,
+};
+use mcptrust::tls::sighup_triggers;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate() {
     let ca = TestCa::new("sighup CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
     let (a, b) = (ca.leaf(900), ca.leaf(901));
-    files.write_atomic(&a);
-    let metrics = Arc::new(Metrics::new());
-    let server = TestServer::start(
-        &files,
-        Arc::new(StaticMutator::new(&InjectConfig::embedded_default(), None)),
-        metrics.clone(),
-        1024 * 1024,
-        Duration::from_secs(5),
-    )
-    .await;
+    let (_dir, files) = TlsFiles::temp_with(&a);
+    let (server, metrics) = TestServer::start_default(&files, embedded_mutator()).await;
     // Installs the handler: from here on SIGHUP no longer terminates the test process.
     let triggers = sighup_triggers().unwrap();
     // Only SIGHUP may cause the reload here.
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
-        .with_file_watch(false)
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(&files, &metrics, false, triggers);
 
     files.write_atomic(&b);
-    let body = || {
-        serde_json::to_vec(&admission_review(
-            "hup",
-            "CREATE",
-            "agents",
-            pod("p", "agents", &["c"]),
-        ))
-        .unwrap()
-    };
-    let (_, serial) = post_once(server.addr, &ca.pem, Proto::Http1, body())
-        .await
-        .unwrap();
+    let review = admission_review("hup", "CREATE", "agents", pod("p", "agents", &["c"]));
+    let (_, serial) = post_review(server.addr, &ca.pem, Proto::Http1, &review).await;
     assert_eq!(serial, a.serial);
 
     let killed = std::process::Command::new("kill")
@@ -66,9 +40,7 @@ async fn sighup_reloads_the_certificate() {
     .await
     .expect("SIGHUP reload")
     .unwrap();
-    let (reply, serial) = post_once(server.addr, &ca.pem, Proto::Http1, body())
-        .await
-        .unwrap();
+    let (reply, serial) = post_review(server.addr, &ca.pem, Proto::Http1, &review).await;
     assert_eq!(reply.status, 200);
     assert_eq!(serial, b.serial);
     assert_eq!(metrics.tls_reloads(true), 1);

@@ -9,12 +9,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{
-    Conn, Leaf, Proto, TestCa, TestServer, TlsFiles, admission_review, eventually, pod, post_once,
+    Conn, Leaf, Proto, TestCa, TestServer, TlsFiles, admission_review, embedded_mutator,
+    eventually, pod, post_once,
 };
 use mcptrust::admin::Readiness;
-use mcptrust::inject::{InjectConfig, InjectError, Mutator, Outcome, StaticMutator};
+use mcptrust::inject::{InjectError, Mutator, Outcome};
 use mcptrust::metrics::Metrics;
-use mcptrust::tls::{CertReloader, ReloadStatus};
+use mcptrust::tls::ReloadStatus;
 use mcptrust::webhook::{self, WebhookArgs};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -23,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn mutator() -> Arc<dyn Mutator> {
-    Arc::new(StaticMutator::new(&InjectConfig::embedded_default(), None))
+    embedded_mutator()
 }
 
 fn review_body(uid: &str) -> Vec<u8> {
@@ -160,21 +161,9 @@ async fn rotate_under_traffic(
     ca: &TestCa,
     rotate: impl FnOnce(),
 ) {
-    let metrics = Arc::new(Metrics::new());
-    let server = TestServer::start(
-        files,
-        mutator(),
-        metrics.clone(),
-        1024 * 1024,
-        Duration::from_secs(5),
-    )
-    .await;
+    let (server, metrics) = TestServer::start_default(files, mutator()).await;
     let (_triggers_tx, triggers) = mpsc::channel(1);
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(files, &metrics, true, triggers);
     assert_eq!(
         status.borrow().current.as_ref().map(|c| c.serial.clone()),
         Some(initial.serial.clone())
@@ -222,18 +211,15 @@ async fn rotate_under_traffic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotation_by_rename_under_traffic() {
     let ca = TestCa::new("rotation CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
     let (a, b) = (ca.leaf(100), ca.leaf(200));
-    files.write_atomic(&a);
+    let (_dir, files) = TlsFiles::temp_with(&a);
     rotate_under_traffic(&files, &a, &b, &ca, || files.write_atomic(&b)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotation_by_kubernetes_data_symlink_swap_under_traffic() {
     let ca = TestCa::new("rotation CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
+    let (_dir, files) = TlsFiles::temp();
     let (a, b) = (ca.leaf(300), ca.leaf(400));
     files.write_kubernetes(&a, 1);
     assert!(
@@ -248,26 +234,11 @@ async fn rotation_by_kubernetes_data_symlink_swap_under_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_trigger_without_file_watch() {
     let ca = TestCa::new("trigger CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
     let (a, b) = (ca.leaf(500), ca.leaf(501));
-    files.write_atomic(&a);
-    let metrics = Arc::new(Metrics::new());
-    let server = TestServer::start(
-        &files,
-        mutator(),
-        metrics.clone(),
-        1024 * 1024,
-        Duration::from_secs(5),
-    )
-    .await;
+    let (_dir, files) = TlsFiles::temp_with(&a);
+    let (server, metrics) = TestServer::start_default(&files, mutator()).await;
     let (trigger, triggers) = mpsc::channel(1);
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
-        .with_file_watch(false)
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(&files, &metrics, false, triggers);
 
     files.write_atomic(&b);
     // Without the watch, the old certificate is still served until the trigger.
@@ -304,25 +275,11 @@ async fn reload_trigger_without_file_watch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_reload_keeps_the_old_certificate() {
     let ca = TestCa::new("failure CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
     let (a, c, d) = (ca.leaf(600), ca.leaf(601), ca.leaf(602));
-    files.write_atomic(&a);
-    let metrics = Arc::new(Metrics::new());
-    let server = TestServer::start(
-        &files,
-        mutator(),
-        metrics.clone(),
-        1024 * 1024,
-        Duration::from_secs(5),
-    )
-    .await;
+    let (_dir, files) = TlsFiles::temp_with(&a);
+    let (server, metrics) = TestServer::start_default(&files, mutator()).await;
     let (_trigger, triggers) = mpsc::channel(1);
-    let reloader = CertReloader::new(server.resolver.clone(), &files.cert, &files.key)
-        .with_metrics(metrics.clone())
-        .spawn(triggers)
-        .unwrap();
-    let mut status = reloader.status();
+    let (reloader, mut status) = server.spawn_reloader(&files, &metrics, true, triggers);
 
     // Garbage in the certificate file.
     std::fs::write(
@@ -401,9 +358,7 @@ impl Mutator for GatedMutator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_connections() {
     let ca = TestCa::new("drain CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
-    files.write_atomic(&ca.leaf(700));
+    let (_dir, files) = TlsFiles::temp_with(&ca.leaf(700));
     let gate = Arc::new(GatedMutator::default());
     let metrics = Arc::new(Metrics::new());
     let mut server = TestServer::start(
@@ -452,8 +407,7 @@ fn free_port() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_loads_reloads_and_drains() {
     let ca = TestCa::new("run CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
+    let (_dir, files) = TlsFiles::temp();
     let (a, b) = (ca.leaf(800), ca.leaf(801));
     files.write_kubernetes(&a, 1);
     let addr = free_port();

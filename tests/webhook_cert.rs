@@ -836,15 +836,10 @@ async fn review_by_service_name(
 }
 
 fn leaf_of(secret: &Secret) -> common::Leaf {
-    let cert_pem = String::from_utf8(key(secret, "tls.crt")).expect("utf8");
-    let serial = mcptrust::tls::CertInfo::from_der(&certs(cert_pem.as_bytes())[0])
-        .expect("info")
-        .serial;
-    common::Leaf {
-        cert_pem,
-        key_pem: String::from_utf8(key(secret, "tls.key")).expect("utf8"),
-        serial,
-    }
+    common::Leaf::from_pem(
+        String::from_utf8(key(secret, "tls.crt")).expect("utf8"),
+        String::from_utf8(key(secret, "tls.key")).expect("utf8"),
+    )
 }
 
 #[tokio::test]

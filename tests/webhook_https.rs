@@ -10,7 +10,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use common::{Proto, TestCa, TestServer, TlsFiles, admission_review, pod, post_once};
+use common::{
+    Proto, TestCa, TestServer, TlsFiles, admission_review, embedded_mutator, pod, post_once,
+    post_review,
+};
 use http_body_util::BodyExt as _;
 use mcptrust::admin::{self, Readiness};
 use mcptrust::inject::{InjectConfig, StaticMutator};
@@ -28,15 +31,12 @@ struct Setup {
 
 async fn setup(max_body_bytes: usize) -> Setup {
     let ca = TestCa::new("mcptrust test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles::in_dir(dir.path());
     let leaf = ca.leaf(1001);
-    files.write_atomic(&leaf);
+    let (dir, files) = TlsFiles::temp_with(&leaf);
     let metrics = Arc::new(Metrics::new());
-    let mutator = Arc::new(StaticMutator::new(&InjectConfig::embedded_default(), None));
     let server = TestServer::start(
         &files,
-        mutator,
+        embedded_mutator(),
         metrics.clone(),
         max_body_bytes,
         Duration::from_secs(5),
@@ -95,14 +95,7 @@ async fn two_container_pod_is_patched_over_https() {
         "agents",
         original.clone(),
     );
-    let (reply, serial) = post_once(
-        s.server.addr,
-        &s.ca.pem,
-        Proto::Http1,
-        serde_json::to_vec(&body).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (reply, serial) = post_review(s.server.addr, &s.ca.pem, Proto::Http1, &body).await;
     assert_eq!(serial, s.serial);
     let resp = response(&reply);
     assert_eq!(resp["uid"], "6c1f2a8e-3b1d-4a51-9f7e-2f0c1d2e3f40");
@@ -186,14 +179,7 @@ async fn uid_is_echoed_when_the_request_is_incomplete() {
         "kind": "AdmissionReview",
         "request": {"uid": "0f0e0d0c-aaaa-4bbb-8ccc-123456789abc", "object": {"metadata": {}}}
     });
-    let (reply, _) = post_once(
-        s.server.addr,
-        &s.ca.pem,
-        Proto::Http1,
-        serde_json::to_vec(&body).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (reply, _) = post_review(s.server.addr, &s.ca.pem, Proto::Http1, &body).await;
     let resp = response(&reply);
     assert_eq!(resp["uid"], "0f0e0d0c-aaaa-4bbb-8ccc-123456789abc");
     assert_eq!(resp["allowed"], false);
@@ -234,14 +220,7 @@ async fn oversized_body_gets_a_valid_refusal() {
     }
     // A body under the limit still works on the same server.
     let small = admission_review("small", "DELETE", "agents", json!({"kind": "Pod"}));
-    let (reply, _) = post_once(
-        s.server.addr,
-        &s.ca.pem,
-        Proto::Http1,
-        serde_json::to_vec(&small).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (reply, _) = post_review(s.server.addr, &s.ca.pem, Proto::Http1, &small).await;
     assert_eq!(response(&reply)["allowed"], true);
     s.server.stop().await;
 }
@@ -255,14 +234,7 @@ async fn delete_is_allowed_without_patch() {
         "agents",
         pod("old", "agents", &["server"]),
     );
-    let (reply, _) = post_once(
-        s.server.addr,
-        &s.ca.pem,
-        Proto::Http1,
-        serde_json::to_vec(&body).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (reply, _) = post_review(s.server.addr, &s.ca.pem, Proto::Http1, &body).await;
     let resp = response(&reply);
     assert_eq!(resp["uid"], "9e8d7c6b-1111-4222-8333-444455556666");
     assert_eq!(resp["allowed"], true);
@@ -319,14 +291,7 @@ async fn untrusted_client_does_not_disturb_others() {
     }
     // ...while a good client is served.
     let body = admission_review("ok", "DELETE", "agents", pod("p", "agents", &["c"]));
-    let (reply, _) = post_once(
-        s.server.addr,
-        &s.ca.pem,
-        Proto::Http1,
-        serde_json::to_vec(&body).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (reply, _) = post_review(s.server.addr, &s.ca.pem, Proto::Http1, &body).await;
     assert_eq!(response(&reply)["allowed"], true);
     s.server.stop().await;
 }
@@ -367,14 +332,7 @@ async fn admin_router_probes_and_metrics() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ready"));
 
     let review = admission_review("m-1", "CREATE", "agents", pod("m", "agents", &["c"]));
-    let (reply, _) = post_once(
-        s.server.addr,
-        &s.ca.pem,
-        Proto::Http1,
-        serde_json::to_vec(&review).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (reply, _) = post_review(s.server.addr, &s.ca.pem, Proto::Http1, &review).await;
     assert_eq!(reply.status, 200);
     let (reply, _) = post_once(s.server.addr, &s.ca.pem, Proto::Http1, b"nope".to_vec())
         .await

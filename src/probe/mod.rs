@@ -582,13 +582,15 @@ pub struct ProbeReport {
 impl ProbeReport {
     /// The step that decided the verdict (the first failure, else the first warning).
     pub fn verdict_step(&self) -> Option<&StepResult> {
-        self.steps
-            .iter()
-            .find(|s| s.reason.is_failure())
-            .or_else(|| {
-                self.steps
-                    .iter()
-                    .find(|s| s.reason.severity() == Severity::Warning)
-            })
+        decisive_step(&self.steps)
     }
+}
+
+/// The first failing step of `steps`, else the first warning.
+fn decisive_step(steps: &[StepResult]) -> Option<&StepResult> {
+    steps.iter().find(|s| s.reason.is_failure()).or_else(|| {
+        steps
+            .iter()
+            .find(|s| s.reason.severity() == Severity::Warning)
+    })
 }

@@ -170,25 +170,21 @@ mod tests {
     #[test]
     fn joins_references() {
         let base = Target::parse("https://h:8001/a/mcp?q=1").expect("parse");
-        assert_eq!(
-            base.join("http://localhost/mcp/").expect("join").url(),
-            "http://localhost/mcp/"
-        );
-        assert_eq!(
-            base.join("/mcp/").expect("join").url(),
-            "https://h:8001/mcp/"
-        );
-        assert_eq!(
-            base.join("messages?sessionId=abc").expect("join").url(),
-            "https://h:8001/a/messages?sessionId=abc"
-        );
-        assert_eq!(
-            base.join("?z").expect("join").url(),
-            "https://h:8001/a/mcp?z"
-        );
-        assert_eq!(
-            base.join("//other/x").expect("join").url(),
-            "https://other/x"
-        );
+        for (reference, joined) in [
+            ("http://localhost/mcp/", "http://localhost/mcp/"),
+            ("/mcp/", "https://h:8001/mcp/"),
+            (
+                "messages?sessionId=abc",
+                "https://h:8001/a/messages?sessionId=abc",
+            ),
+            ("?z", "https://h:8001/a/mcp?z"),
+            ("//other/x", "https://other/x"),
+        ] {
+            assert_eq!(
+                base.join(reference).expect("join").url(),
+                joined,
+                "{reference}"
+            );
+        }
     }
 }

@@ -253,6 +253,16 @@ impl TlsSetup {
         self.client.as_ref()
     }
 
+    /// rustls' own verifier over the bundle, which the probe's verifier consults.
+    ///
+    /// # Errors
+    /// A sentence naming the bundle, when rustls refuses to build a verifier from it.
+    fn webpki_verifier(&self) -> Result<Arc<WebPkiServerVerifier>, String> {
+        WebPkiServerVerifier::builder_with_provider(self.ctx.roots.clone(), self.provider.clone())
+            .build()
+            .map_err(|e| format!("cannot build a verifier from {}: {e}", self.ctx.label()))
+    }
+
     fn config(
         &self,
         verifier: Arc<dyn ServerCertVerifier>,
@@ -279,30 +289,24 @@ impl TlsSetup {
     ) -> Handshake {
         let captured = Arc::new(Mutex::new(None));
         let client_auth = Arc::new(Mutex::new(ClientAuthSeen::default()));
-        let inner = WebPkiServerVerifier::builder_with_provider(
-            self.ctx.roots.clone(),
-            self.provider.clone(),
-        )
-        .build();
-        let inner = match inner {
+        let inner = match self.webpki_verifier() {
             Ok(v) => v,
             Err(e) => {
                 return Handshake {
-                    stream: Err(io::Error::other(format!(
-                        "cannot build a verifier from {}: {e}",
-                        self.ctx.label()
-                    ))),
+                    stream: Err(io::Error::other(e)),
                     captured: None,
                     client_auth: ClientAuthSeen::default(),
                 };
             }
         };
-        let verifier = Arc::new(CapturingVerifier {
+        let verifier = Arc::new(ProbeVerifier {
             inner,
             provider: self.provider.clone(),
-            ctx: self.ctx.clone(),
-            params: params.clone(),
-            captured: captured.clone(),
+            job: VerifierJob::Diagnose(DiagnoseJob {
+                ctx: self.ctx.clone(),
+                params: params.clone(),
+                captured: captured.clone(),
+            }),
         });
         let resolver = Arc::new(RecordingResolver {
             key: self.client.as_ref().map(|c| c.key.clone()),
@@ -339,9 +343,12 @@ impl TlsSetup {
         timeout: Duration,
     ) -> Result<Vec<CertificateDer<'static>>, String> {
         let captured = Arc::new(Mutex::new(None));
-        let verifier = Arc::new(ChainGrabber {
+        let verifier = Arc::new(ProbeVerifier {
+            inner: self.webpki_verifier()?,
             provider: self.provider.clone(),
-            chain: captured.clone(),
+            job: VerifierJob::Grab {
+                chain: captured.clone(),
+            },
         });
         let resolver = Arc::new(RecordingResolver {
             key: None,
@@ -456,26 +463,55 @@ fn load_identity(
     })
 }
 
+/// The probe's server-certificate verifier. Signatures are checked by rustls' own
+/// verifier (`inner`); what happens to the chain depends on the job.
 #[derive(Debug)]
-struct CapturingVerifier {
+struct ProbeVerifier {
     inner: Arc<WebPkiServerVerifier>,
     provider: Arc<CryptoProvider>,
+    job: VerifierJob,
+}
+
+/// What [`ProbeVerifier`] does with the presented chain.
+#[derive(Debug)]
+enum VerifierJob {
+    /// Capture the chain with every verdict, and accept it exactly when [`diagnose`]
+    /// finds no failure (the probe's handshake).
+    Diagnose(DiagnoseJob),
+    /// Record the chain and refuse it, ending the handshake before any data flows (the
+    /// direct side of the proxy comparison).
+    Grab {
+        chain: Arc<Mutex<Option<Vec<CertificateDer<'static>>>>>,
+    },
+}
+
+/// The inputs and the output slot of [`VerifierJob::Diagnose`].
+#[derive(Debug)]
+struct DiagnoseJob {
     ctx: Arc<DiagContext>,
     params: ConnParams,
     captured: Arc<Mutex<Option<Captured>>>,
 }
 
-impl ServerCertVerifier for CapturingVerifier {
-    fn verify_server_cert(
+impl ProbeVerifier {
+    /// The diagnosing job: capture, diagnose, accept or refuse.
+    fn diagnose_chain(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
+        job: &DiagnoseJob,
+        chain: Vec<CertificateDer<'static>>,
         server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        let now = self
-            .ctx
+        let DiagnoseJob {
+            ctx,
+            params,
+            captured,
+        } = job;
+        let (end_entity, intermediates) = chain
+            .split_first()
+            .ok_or(TlsError::NoCertificatesPresented)?;
+        let now = ctx
             .now
             .unwrap_or_else(|| i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
         let webpki = self
@@ -488,8 +524,6 @@ impl ServerCertVerifier for CapturingVerifier {
                 unix_time(now),
             )
             .map(|_| ());
-        let mut chain = vec![end_entity.clone().into_owned()];
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
         let facts = cert::chain_facts(chain.iter().map(|c| c.as_ref()));
         // Verify trust at a time inside every certificate's validity, so that an expired
         // certificate from a trusted CA is "Expired", not "UnknownAuthority".
@@ -500,7 +534,7 @@ impl ServerCertVerifier for CapturingVerifier {
             Ok(parsed) => (
                 verify_server_cert_signed_by_trust_anchor(
                     &parsed,
-                    &self.ctx.roots,
+                    &ctx.roots,
                     intermediates,
                     unix_time(trust_time),
                     self.provider.signature_verification_algorithms.all,
@@ -511,7 +545,7 @@ impl ServerCertVerifier for CapturingVerifier {
             // failure; the name is not known to be wrong.
             Err(e) => (Err(e), Ok(())),
         };
-        let captured = Captured {
+        let seen = Captured {
             chain,
             facts,
             now,
@@ -519,10 +553,8 @@ impl ServerCertVerifier for CapturingVerifier {
             anchored,
             name,
         };
-        let accept = diagnose(&self.ctx, &self.params, &captured, None)
-            .failure
-            .is_none();
-        *lock(&self.captured) = Some(captured);
+        let accept = diagnose(ctx, params, &seen, None).failure.is_none();
+        *lock(captured) = Some(seen);
         if accept {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -531,6 +563,31 @@ impl ServerCertVerifier for CapturingVerifier {
                 Ok(()) => Err(TlsError::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,
                 )),
+            }
+        }
+    }
+}
+
+impl ServerCertVerifier for ProbeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        let mut chain = vec![end_entity.clone().into_owned()];
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        match &self.job {
+            VerifierJob::Diagnose(job) => {
+                self.diagnose_chain(job, chain, server_name, ocsp_response, now)
+            }
+            VerifierJob::Grab { chain: grabbed } => {
+                *lock(grabbed) = Some(chain);
+                Err(TlsError::General(
+                    "mcptrust probe: chain recorded for comparison".to_owned(),
+                ))
             }
         }
     }
@@ -555,65 +612,6 @@ impl ServerCertVerifier for CapturingVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-/// Records the chain and refuses it, ending the handshake before any data flows.
-#[derive(Debug)]
-struct ChainGrabber {
-    provider: Arc<CryptoProvider>,
-    chain: Arc<Mutex<Option<Vec<CertificateDer<'static>>>>>,
-}
-
-impl ServerCertVerifier for ChainGrabber {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        let mut chain = vec![end_entity.clone().into_owned()];
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
-        *lock(&self.chain) = Some(chain);
-        Err(TlsError::General(
-            "mcptrust probe: chain recorded for comparison".to_owned(),
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

@@ -6,12 +6,14 @@
 //!   the caller binds;
 //! - [`run`]: everything from [`WebhookArgs`]: certificates, hot reload (directory watch and
 //!   SIGHUP), bind, readiness, serve;
+//! - [`standalone`]: `mcptrust webhook`, the webhook plus the admin port without a cluster;
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C, for `main`.
 //!
 //! The admission handler answers from the [`Mutator`] alone (memory, no API calls) and
 //! always with HTTP 200 and a valid AdmissionReview, including for bodies it refuses.
 
 pub mod admission;
+pub mod standalone;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,9 +1,12 @@
-//! Shared helpers of the webhook integration tests: a test CA and leaves (rcgen), PEM files
-//! in a tempdir (plain or Kubernetes `..data` style), an HTTPS client that trusts only the
-//! test CA, AdmissionReview builders and a server harness on 127.0.0.1.
+//! The one support module of the integration tests and the benches: a test CA with server,
+//! client and webhook leaves (rcgen), PEM files in a tempdir (plain or Kubernetes `..data`
+//! style), an HTTPS client that trusts only the test CA, AdmissionReview builders and a
+//! webhook server harness on 127.0.0.1. [`mcp`] adds the probe's servers (MCP handlers over
+//! HTTPS or HTTP, CONNECT proxies).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod envtest;
+pub mod mcp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,9 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcptrust::inject::Mutator;
 use mcptrust::metrics::Metrics;
-use mcptrust::tls::{CertInfo, CertResolver, server_config};
+use mcptrust::tls::{
+    CertInfo, CertReloader, CertResolver, ReloadStatus, ReloaderTask, server_config,
+};
 use mcptrust::webhook::WebhookServer;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -35,6 +40,8 @@ pub struct TestCa {
     key: KeyPair,
     /// The CA certificate, PEM.
     pub pem: String,
+    /// Its DER.
+    pub der: Vec<u8>,
 }
 
 /// A leaf certificate and its key.
@@ -44,12 +51,83 @@ pub struct Leaf {
     pub cert_pem: String,
     /// PKCS#8 private key, PEM.
     pub key_pem: String,
-    /// The serial as [`CertInfo::serial`] renders it.
+    /// DER of the certificate.
+    pub der: Vec<u8>,
+    /// DER of the key (PKCS#8).
+    pub key_der: Vec<u8>,
+    /// Lowercase hex SHA-256 of `der`.
+    pub sha256: String,
+    /// The serial as [`CertInfo::serial`] renders it (empty when it cannot parse it).
     pub serial: String,
 }
 
+impl Leaf {
+    fn from_rcgen(cert: &rcgen::Certificate, key: &KeyPair) -> Self {
+        Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+            sha256: sha256_hex(cert.der()),
+            serial: CertInfo::from_der(cert.der())
+                .map(|i| i.serial)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A leaf from PEM as a `kubernetes.io/tls` Secret holds it: the first certificate of
+    /// `cert_pem` and the key of `key_pem`. Panics when either is missing or the
+    /// certificate cannot be read.
+    pub fn from_pem(cert_pem: String, key_pem: String) -> Self {
+        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .next()
+            .expect("a certificate")
+            .unwrap()
+            .to_vec();
+        let key_der = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .expect("a private key")
+            .secret_der()
+            .to_vec();
+        let serial = CertInfo::from_der(&der).expect("info").serial;
+        Self {
+            sha256: sha256_hex(&der),
+            serial,
+            der,
+            key_der,
+            cert_pem,
+            key_pem,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// Parameters of a leaf `CN=<cn>` for `sans` (DNS names or IPs), valid 2025 to 2035, for
+/// server authentication.
+fn leaf_params(cn: &str, sans: &[&str]) -> CertificateParams {
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params
+}
+
+/// A self-signed server certificate `CN=<cn>` for `sans`.
+pub fn self_signed(cn: &str, sans: &[&str]) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf_params(cn, sans).self_signed(&key).unwrap();
+    Leaf::from_rcgen(&cert, &key)
+}
+
 impl TestCa {
-    /// A new CA named `name`.
+    /// A new CA named `CN=<name>`.
     pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -58,13 +136,15 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         Self {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
             params,
             key,
-            pem: cert.pem(),
         }
     }
 
-    /// A server leaf for `localhost` and 127.0.0.1 with the given serial.
+    /// A webhook server leaf for `localhost` and 127.0.0.1 with the given serial
+    /// (`CN=mcptrust-webhook-<serial>`, rcgen's default validity).
     pub fn leaf(&self, serial: u64) -> Leaf {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params
@@ -76,14 +156,38 @@ impl TestCa {
         params.serial_number = Some(serial.into());
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params)
+    }
+
+    /// A server leaf `CN=mcp-server` for `sans` (DNS names or IPs).
+    pub fn server_leaf(&self, sans: &[&str]) -> Leaf {
+        self.sign(leaf_params("mcp-server", sans))
+    }
+
+    /// [`Self::server_leaf`] with adjusted parameters.
+    pub fn server_leaf_with(
+        &self,
+        sans: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
+        let mut params = leaf_params("mcp-server", sans);
+        adjust(&mut params);
+        self.sign(params)
+    }
+
+    /// A client certificate `CN=<cn>`.
+    pub fn client_leaf(&self, cn: &str) -> Leaf {
+        let mut params = leaf_params(cn, &[]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// A leaf with `params`, issued by this CA.
+    fn sign(&self, params: CertificateParams) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial: CertInfo::from_der(cert.der()).unwrap().serial,
-        }
+        Leaf::from_rcgen(&cert, &key)
     }
 }
 
@@ -98,6 +202,21 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// `tls.crt` and `tls.key` in a new tempdir (removed when the returned guard drops);
+    /// nothing is written yet.
+    pub fn temp() -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Self::in_dir(dir.path());
+        (dir, files)
+    }
+
+    /// [`Self::temp`] holding `leaf` (written with [`Self::write_atomic`]).
+    pub fn temp_with(leaf: &Leaf) -> (tempfile::TempDir, Self) {
+        let (dir, files) = Self::temp();
+        files.write_atomic(leaf);
+        (dir, files)
+    }
+
     /// `tls.crt` and `tls.key` in `dir`.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
@@ -145,18 +264,25 @@ impl TlsFiles {
     }
 }
 
-/// A client TLS config trusting only `ca_pem`, with the given ALPN protocols.
-pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+/// The certificates of `pem` (concatenated `CERTIFICATE` blocks) as trust anchors.
+pub fn roots(pem: &str) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
+    roots
+}
+
+/// A client TLS config trusting only `ca_pem`, with the given ALPN protocols. Full
+/// handshakes only (no resumption): every connection sees the certificate being served.
+pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder_with_provider(mcptrust::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(ca_pem))
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
@@ -316,6 +442,39 @@ pub async fn post_once(
     Ok((reply, conn.serial.clone()))
 }
 
+/// [`post_once`] of `review` (JSON), which must get a reply: the reply and the served serial.
+pub async fn post_review(
+    addr: SocketAddr,
+    ca_pem: &str,
+    proto: Proto,
+    review: &Value,
+) -> (Reply, String) {
+    post_once(addr, ca_pem, proto, serde_json::to_vec(review).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The webhook's mutator with the embedded default injection config.
+pub fn embedded_mutator() -> Arc<dyn Mutator> {
+    Arc::new(mcptrust::inject::StaticMutator::new(
+        &mcptrust::inject::InjectConfig::embedded_default(),
+        None,
+    ))
+}
+
+/// The McpServer CRD's OpenAPI v3 schema (of its first version) as JSON, for validating
+/// objects with `kube_cel`.
+pub fn crd_schema() -> Value {
+    use kube::CustomResourceExt as _;
+    let crd = mcptrust::api::McpServer::crd();
+    let s = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
+    serde_json::to_value(s).expect("schema json")
+}
+
 /// A pod with one container per name, in `namespace`.
 pub fn pod(name: &str, namespace: &str, containers: &[&str]) -> Value {
     let containers: Vec<Value> = containers
@@ -433,6 +592,42 @@ impl TestServer {
             shutdown: Some(tx),
             task,
         }
+    }
+
+    /// [`Self::start`] with fresh metrics (returned too), a 1 MiB body limit and a 5 s drain.
+    pub async fn start_default(
+        files: &TlsFiles,
+        mutator: Arc<dyn Mutator>,
+    ) -> (Self, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let server = Self::start(
+            files,
+            mutator,
+            metrics.clone(),
+            1024 * 1024,
+            Duration::from_secs(5),
+        )
+        .await;
+        (server, metrics)
+    }
+
+    /// Spawns a reloader of this server's certificate from `files`, counting into
+    /// `metrics`, reloading on `triggers` and, when `file_watch`, on changes in the files'
+    /// directory. Returns its task and its status.
+    pub fn spawn_reloader(
+        &self,
+        files: &TlsFiles,
+        metrics: &Arc<Metrics>,
+        file_watch: bool,
+        triggers: tokio::sync::mpsc::Receiver<()>,
+    ) -> (ReloaderTask, tokio::sync::watch::Receiver<ReloadStatus>) {
+        let reloader = CertReloader::new(self.resolver.clone(), &files.cert, &files.key)
+            .with_metrics(metrics.clone())
+            .with_file_watch(file_watch)
+            .spawn(triggers)
+            .unwrap();
+        let status = reloader.status();
+        (reloader, status)
     }
 
     /// Signals shutdown (the server stops accepting at once) without waiting.

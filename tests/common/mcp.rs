@@ -1,7 +1,6 @@
-//! Test servers for the probe, all on 127.0.0.1 and stopped when dropped: certificates
-//! (rcgen), an HTTPS/HTTP server around a handler (hyper), MCP handlers for streamable-http
-//! and SSE, and CONNECT proxies (tunnelling, refusing, or MITM re-signing).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Test servers for the probe, all on 127.0.0.1 and stopped when dropped: an HTTPS/HTTP
+//! server around a handler (hyper), MCP handlers for streamable-http and SSE, and CONNECT
+//! proxies (tunnelling, refusing, or MITM re-signing). Certificates come from [`super`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,19 +14,17 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::{Leaf, TestCa, client_config, roots};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 pub type Handler = Arc<
@@ -36,112 +33,6 @@ pub type Handler = Arc<
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A CA.
-pub struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    /// The CA certificate, PEM.
-    pub pem: String,
-    /// Its DER.
-    pub der: Vec<u8>,
-}
-
-/// A certificate and its key.
-#[derive(Clone)]
-pub struct Leaf {
-    /// PEM of the certificate (and chain, if any).
-    pub cert_pem: String,
-    /// PKCS#8 PEM of the key.
-    pub key_pem: String,
-    /// DER of the certificate.
-    pub der: Vec<u8>,
-    /// DER of the key (PKCS#8).
-    pub key_der: Vec<u8>,
-    /// Lowercase hex SHA-256 of `der`.
-    pub sha256: String,
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
-}
-
-fn leaf_from(cert: &rcgen::Certificate, key: &KeyPair) -> Leaf {
-    Leaf {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        der: cert.der().to_vec(),
-        key_der: key.serialize_der(),
-        sha256: sha256_hex(cert.der()),
-    }
-}
-
-fn leaf_params(cn: &str, sans: &[&str]) -> CertificateParams {
-    let mut params =
-        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params
-}
-
-impl Ca {
-    /// A self-signed CA named `CN=<name>`.
-    pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            pem: cert.pem(),
-            der: cert.der().to_vec(),
-            params,
-            key,
-        }
-    }
-
-    /// A server leaf for `sans` (DNS names or IPs).
-    pub fn server_leaf(&self, sans: &[&str]) -> Leaf {
-        self.leaf_with(leaf_params("mcp-server", sans))
-    }
-
-    /// A server leaf with adjusted parameters.
-    pub fn server_leaf_with(
-        &self,
-        sans: &[&str],
-        adjust: impl FnOnce(&mut CertificateParams),
-    ) -> Leaf {
-        let mut params = leaf_params("mcp-server", sans);
-        adjust(&mut params);
-        self.leaf_with(params)
-    }
-
-    /// A client certificate `CN=<cn>`.
-    pub fn client_leaf(&self, cn: &str) -> Leaf {
-        let mut params = leaf_params(cn, &[]);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.leaf_with(params)
-    }
-
-    fn leaf_with(&self, params: CertificateParams) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        leaf_from(&cert, &key)
-    }
-}
-
-/// A self-signed server certificate `CN=<cn>` for `sans`.
-pub fn self_signed(cn: &str, sans: &[&str]) -> Leaf {
-    let params = leaf_params(cn, sans);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    leaf_from(&cert, &key)
 }
 
 /// A server config presenting `leaf`; with `client_ca_pem`, client certificates issued by
@@ -161,13 +52,10 @@ pub fn server_config(
     };
     let builder = match client_ca_pem {
         Some(pem) => {
-            let mut roots = RootCertStore::empty();
-            for c in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                roots.add(c.unwrap()).unwrap();
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .unwrap();
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(pem)), provider())
+                    .build()
+                    .unwrap();
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -450,14 +338,14 @@ pub async fn refusing_proxy() -> Server {
 /// A TLS-intercepting CONNECT proxy: answers 200, terminates TLS with a leaf for the
 /// requested host issued by `proxy_ca`, and relays to the real server over TLS trusting
 /// `upstream_ca_pem`.
-pub async fn mitm_proxy(proxy_ca: Arc<Ca>, upstream_ca_pem: String) -> Server {
+pub async fn mitm_proxy(proxy_ca: Arc<TestCa>, upstream_ca_pem: String) -> Server {
     mitm_proxy_to(proxy_ca, upstream_ca_pem, None).await
 }
 
 /// [`mitm_proxy`], relaying to `upstream` whatever the CONNECT asked for (when set), so the
 /// requested address can be one the client cannot reach directly.
 pub async fn mitm_proxy_to(
-    proxy_ca: Arc<Ca>,
+    proxy_ca: Arc<TestCa>,
     upstream_ca_pem: String,
     upstream: Option<SocketAddr>,
 ) -> Server {
@@ -484,15 +372,7 @@ pub async fn mitm_proxy_to(
             else {
                 return;
             };
-            let mut roots = RootCertStore::empty();
-            for c in rustls_pemfile::certs(&mut upstream_ca_pem.as_bytes()) {
-                roots.add(c.unwrap()).unwrap();
-            }
-            let config = ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let config = client_config(&upstream_ca_pem, &[]);
             let dial = upstream.map_or_else(|| authority.clone(), |a| a.to_string());
             let Ok(up_tcp) = TcpStream::connect(&dial).await else {
                 return;
@@ -500,10 +380,7 @@ pub async fn mitm_proxy_to(
             let Ok(name) = ServerName::try_from(host) else {
                 return;
             };
-            let Ok(mut upstream) = TlsConnector::from(Arc::new(config))
-                .connect(name, up_tcp)
-                .await
-            else {
+            let Ok(mut upstream) = TlsConnector::from(config).connect(name, up_tcp).await else {
                 return;
             };
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
