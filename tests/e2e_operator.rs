@@ -17,6 +17,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/metric_names.rs"]
+mod metric_names;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -437,6 +439,40 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
         );
     }
     transcript("describe", "kubectl describe mcps github", &describe);
+
+    // The operator's real /metrics exports every series the alerts and the dashboard
+    // name, and this McpServer's certificates and conditions among them.
+    let scraped = http_get(admin_port, "/metrics");
+    // Families with no sample are not printed: here, those of the endpoint probe (off out
+    // of cluster) and of reconcile errors (none happened). tests/alerts.rs checks those
+    // names against the registry after recording a probe and an error.
+    let missing: Vec<String> = metric_names::missing_from(&scraped)
+        .into_iter()
+        .filter(|n| !n.starts_with("mcptrust_endpoint_") && n != "mcptrust_reconcile_errors_total")
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named by rules or dashboard, not exported: {missing:?}"
+    );
+    let of_github = |metric: &str| {
+        scraped
+            .lines()
+            .filter(|l| l.starts_with(metric) && l.contains("name=\"github\""))
+            .count()
+    };
+    assert!(
+        of_github("mcptrust_certificate_expiration_timestamp_seconds") >= 2,
+        "{scraped}"
+    );
+    assert!(
+        of_github("mcptrust_mcpserver_status_condition") >= 3,
+        "{scraped}"
+    );
+    assert_eq!(
+        metric_sum(&scraped, "mcptrust_controller_leader"),
+        1.0,
+        "{scraped}"
+    );
 
     // A reconcile that changes nothing writes nothing.
     let owned = [
