@@ -18,7 +18,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -181,7 +180,7 @@ pub struct ControlPlane {
     api_port: u16,
     etcd: Mutex<Option<Supervised>>,
     apiserver: Mutex<Option<Supervised>>,
-    namespaces: AtomicU32,
+    namespaces: Mutex<std::collections::HashMap<String, u32>>,
     crds: OnceLock<()>,
 }
 
@@ -350,7 +349,7 @@ impl ControlPlane {
             api_port,
             etcd: Mutex::new(None),
             apiserver: Mutex::new(None),
-            namespaces: AtomicU32::new(0),
+            namespaces: Mutex::default(),
             crds: OnceLock::new(),
             dir,
         };
@@ -511,11 +510,19 @@ impl ControlPlane {
         kubectl_with(&self.kubeconfig, args, Some(stdin))
     }
 
-    /// A fresh namespace `<prefix>-<n>` with a `default` ServiceAccount (no
-    /// controller-manager creates one here).
+    /// A fresh namespace with a `default` ServiceAccount (no controller-manager creates one
+    /// here): `prefix` itself the first time a binary asks for it, then `<prefix>-<n>`.
     pub fn namespace(&self, prefix: &str) -> String {
-        let n = self.namespaces.fetch_add(1, Ordering::SeqCst);
-        let name = format!("{prefix}-{n}");
+        let name = {
+            let mut used = self.namespaces.lock().unwrap();
+            let n = used.entry(prefix.to_owned()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}-{}", *n - 1)
+            }
+        };
         self.kubectl(&["create", "namespace", &name]);
         self.kubectl(&["-n", &name, "create", "serviceaccount", "default"]);
         name
