@@ -137,7 +137,14 @@ impl Elector {
             let mut work_done = false;
             let stopping = loop {
                 tokio::select! {
-                    () = &mut work, if !work_done => work_done = true,
+                    // The work ended on its own (it only should when told to): go back
+                    // through the standby loop, which finds this replica still holding
+                    // the Lease and starts the work again.
+                    () = &mut work, if !work_done => {
+                        work_done = true;
+                        tracing::warn!("the controllers stopped while leading: restarting them");
+                        break false;
+                    }
                     () = stopped(&mut stop) => break true,
                     _ = tokio::time::sleep(self.timings.retry_period) => {
                         match self.try_acquire_or_renew(&mut observed).await {
