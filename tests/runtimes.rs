@@ -367,22 +367,21 @@ fn start_proxy(t: &Tools, work: &Path, hosts: &Path, upstream_cas: &Path) -> Pro
 
 type Env = Vec<(String, String)>;
 
-/// The env block `mcptrust inject` gives the first container of a bare pod, with `config`.
-fn injected_env(work: &Path, config: &Path) -> Env {
+/// The env block `mcptrust inject` gives the first container of a bare pod, with `config`
+/// (the embedded default config when `None`).
+fn injected_env(work: &Path, config: Option<&Path>) -> Env {
     let pod = work.join("pod.yaml");
     std::fs::write(
         &pod,
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sandbox\nspec:\n  containers:\n  - name: agent\n    image: agent:1\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mcptrust"))
-        .arg("inject")
-        .arg("-f")
-        .arg(&pod)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcptrust"));
+    cmd.arg("inject").arg("-f").arg(&pod);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let out = cmd.output().unwrap();
     check(&out, "mcptrust inject");
     let doc: serde_json::Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))
         .expect("inject prints one YAML document");
@@ -654,7 +653,7 @@ fn every_runtime_trusts_the_bundle_and_uses_the_proxy() {
         ),
     )
     .unwrap();
-    let env = injected_env(&work, &config);
+    let env = injected_env(&work, Some(&config));
     eprintln!("injected env:");
     for (k, v) in &env {
         eprintln!("  {k}={v}");
@@ -1103,5 +1102,71 @@ fn java_reads_the_pkcs12_truststore() {
             "{report}"
         );
         assert!(report.contains("CN=mcptrust keytool test CA"), "{report}");
+    }
+}
+
+/// The JVM's default ProxySelector, configured by nothing but the JAVA_TOOL_OPTIONS that
+/// `mcptrust inject` gives with the embedded default config (proxy 10.200.0.1:3128, Service
+/// CIDR 10.96.0.0/12, Pod CIDR 10.244.0.0/16, API server 10.96.0.1), picks DIRECT for
+/// in-cluster names and addresses (CIDRs translated to `http.nonProxyHosts` patterns) and
+/// the proxy for everything else. Selection makes no connection, so these non-loopback
+/// addresses are never contacted; the JDK never proxies loopback addresses, which is why the
+/// matrix above cannot show this.
+#[test]
+fn java_proxy_selector_follows_the_injected_options() {
+    let Some(t) = tools(&["java", "javac"]) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let env = injected_env(work.path(), None);
+    let java_options = get(&env, "JAVA_TOOL_OPTIONS").expect("JAVA_TOOL_OPTIONS");
+    let classes = work.path().join("classes");
+    check(
+        &Command::new(&t.javac)
+            .arg("-d")
+            .arg(&classes)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/runtimes/ProxyCheck.java"
+            ))
+            .output()
+            .unwrap(),
+        "javac ProxyCheck.java",
+    );
+    let cases = [
+        ("https://10.244.3.4/", false),             // pod CIDR /16 -> 10.244.*
+        ("https://10.100.7.8/", false),             // Service CIDR /12 -> 10.96.* .. 10.111.*
+        ("https://10.112.0.1/", true),              // just outside the /12
+        ("https://10.96.0.1/", false),              // the API server, exactly
+        ("https://x.ns.svc.cluster.local/", false), // *.svc.cluster.local
+        ("https://kubernetes.default/", false),     // exact name
+        ("https://api.github.com/", true),          // the internet: https.proxyHost
+        ("http://example.com/", true),              // plain http: http.proxyHost
+    ];
+    let out = Command::new(&t.java)
+        .arg("-cp")
+        .arg(&classes)
+        .arg("ProxyCheck")
+        .args(cases.iter().map(|(url, _)| url))
+        .env_clear()
+        .env("PATH", &t.path)
+        .env("JAVA_TOOL_OPTIONS", java_options)
+        .output()
+        .unwrap();
+    check(&out, "java ProxyCheck");
+    let report = String::from_utf8_lossy(&out.stdout);
+    for (url, proxied) in cases {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("{url} ")))
+            .unwrap_or_else(|| panic!("no line for {url} in {report}"));
+        if proxied {
+            assert!(
+                line.contains("10.200.0.1") && line.ends_with(":3128"),
+                "{line}"
+            );
+        } else {
+            assert!(line.ends_with(" DIRECT"), "{line}");
+        }
     }
 }
