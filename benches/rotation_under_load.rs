@@ -42,7 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use common::{Leaf, TestCa, client_config};
+use common::{Leaf, TestCa, client_config, free_port};
 
 const WORKERS: usize = 8;
 
@@ -69,14 +69,6 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     admin: SocketAddr,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Server {

@@ -356,7 +356,7 @@ fn without_system_roots_the_bundle_is_the_private_cas() {
 }
 
 #[test]
-fn write_dir_writes_both_files() {
+fn write_dir_writes_the_three_files() {
     let ca = new_ca("Corp CA");
     let bundle = assemble(&[CaInput::new("ca.pem", ca.pem())], &opts(true)).expect("ok");
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -369,6 +369,10 @@ fn write_dir_writes_both_files() {
     assert_eq!(
         std::fs::read_to_string(dir.join("ca-bundle.pem")).expect("ca-bundle.pem"),
         bundle.ca_bundle_pem
+    );
+    assert_eq!(
+        std::fs::read(dir.join("ca-bundle.p12")).expect("ca-bundle.p12"),
+        &bundle.ca_bundle_p12[..]
     );
 
     // Rewriting replaces the content and leaves no temporary files behind.
@@ -383,5 +387,9 @@ fn write_dir_writes_both_files() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["ca-bundle.pem", "ca.pem"]);
+    assert_eq!(names, ["ca-bundle.p12", "ca-bundle.pem", "ca.pem"]);
+    assert_eq!(
+        std::fs::read(dir.join("ca-bundle.p12")).expect("ca-bundle.p12"),
+        &smaller.ca_bundle_p12[..]
+    );
 }

@@ -189,6 +189,26 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         .expect("sha")
         .to_string();
     assert_eq!(bundle_sha, mcptrust::pki::sha256_hex(ca_pem.as_bytes()));
+    // The Java truststore: binaryData, its own sha256 annotation, the same certificate.
+    use base64::Engine as _;
+    let p12 = base64::engine::general_purpose::STANDARD
+        .decode(
+            cm.body["binaryData"]["ca-bundle.p12"]
+                .as_str()
+                .expect("binaryData ca-bundle.p12"),
+        )
+        .expect("base64");
+    assert_eq!(
+        cm.body["metadata"]["annotations"]["mcptrust.io/truststore-sha256"],
+        mcptrust::pki::sha256_hex(&p12)
+    );
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        &p12,
+        mcptrust::pki::TRUSTSTORE_PASSWORD,
+        p12_keystore::Pkcs12ImportPolicy::Strict,
+    )
+    .expect("PKCS#12");
+    assert_eq!(store.entries_len(), 1, "one trusted certificate entry");
     cm.echo();
 
     // The federation CA: absent, so created once.

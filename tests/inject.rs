@@ -94,6 +94,24 @@ fn assert_injected_container(c: &Value) {
         );
     }
     assert_eq!(env(c, "NODE_USE_ENV_PROXY"), Some("1"));
+    let java = env(c, "JAVA_TOOL_OPTIONS").unwrap_or_default();
+    if count_env(c, "JAVA_TOOL_OPTIONS") == 1 && !java.contains("-Djavax.net.ssl.trustStore=") {
+        // set by the user; checked by the caller
+    } else {
+        for want in [
+            "-Djavax.net.ssl.trustStore=/etc/mcptrust/trust/ca-bundle.p12",
+            "-Djavax.net.ssl.trustStoreType=PKCS12",
+            "-Djavax.net.ssl.trustStorePassword=changeit",
+            "-Dhttps.proxyHost=",
+            "-Dhttps.proxyPort=",
+            "-Dhttp.nonProxyHosts=",
+        ] {
+            assert!(
+                java.contains(want),
+                "{want} missing in JAVA_TOOL_OPTIONS {java}"
+            );
+        }
+    }
     assert!(
         env(c, "SSL_CERT_DIR").is_none(),
         "SSL_CERT_DIR is never set"
@@ -161,7 +179,8 @@ fn minimal_pod_gets_everything() {
             .env
             .as_ref()
             .map(Vec::len),
-        Some(16)
+        Some(17),
+        "9 CA variables, 6 proxy variables, NODE_USE_ENV_PROXY, JAVA_TOOL_OPTIONS"
     );
 }
 
@@ -534,6 +553,37 @@ fn mcpserver_settings_are_merged() {
     assert_eq!(ann[ANNOTATION_BUNDLE_SHA256], "cd".repeat(32));
     assert_eq!(ann[ANNOTATION_MCPSERVER], "agents/sandbox-tools");
     assert_eq!(ann[ANNOTATION_ENV_OVERRIDDEN], "c: MCP_SANDBOX");
+    let java = env(c, "JAVA_TOOL_OPTIONS").expect("JAVA_TOOL_OPTIONS");
+    assert!(
+        java.contains("-Djavax.net.ssl.trustStore=/etc/mcptrust/trust/ca-bundle.p12")
+            && java.contains("-Dhttps.proxyHost=10.200.0.1 -Dhttps.proxyPort=3128")
+            && java.contains("|*.corp.example"),
+        "the McpServer's proxy and noProxy reach Java too: {java}"
+    );
+}
+
+#[test]
+fn user_java_tool_options_win_and_are_recorded() {
+    let obj = pod(json!({"containers": [
+        {"name": "spring", "image": "eclipse-temurin:21", "env": [
+            {"name": "JAVA_TOOL_OPTIONS", "value": "-Xmx512m"}
+        ]},
+        {"name": "sidecar", "image": "busybox"}
+    ]}));
+    let (m, _) = run(&obj, &defaults());
+    let spring = &m["spec"]["containers"][0];
+    assert_eq!(env(spring, "JAVA_TOOL_OPTIONS"), Some("-Xmx512m"));
+    assert_eq!(count_env(spring, "JAVA_TOOL_OPTIONS"), 1);
+    assert_eq!(env(spring, "SSL_CERT_FILE"), Some(BUNDLE));
+    assert!(
+        env(&m["spec"]["containers"][1], "JAVA_TOOL_OPTIONS")
+            .is_some_and(|j| j.contains("ca-bundle.p12"))
+    );
+    assert_eq!(
+        m["metadata"]["annotations"][ANNOTATION_ENV_OVERRIDDEN],
+        "spring: JAVA_TOOL_OPTIONS"
+    );
+    typed_pod(&m);
 }
 
 #[test]

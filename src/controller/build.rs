@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 
 use crate::api::McpServer;
-use crate::inject::{ANNOTATION_BUNDLE_SHA256, BUNDLE_FILE, CA_FILE};
+use crate::inject::{ANNOTATION_BUNDLE_SHA256, BUNDLE_FILE, CA_FILE, TRUSTSTORE_FILE};
 use crate::pki::TrustBundle;
 use crate::pki::issue::IssuedCertificate;
 
@@ -30,6 +30,9 @@ pub const LABEL_CLIENT: &str = "mcptrust.io/client";
 pub const ANNOTATION_CERT_SHA256: &str = "mcptrust.io/certificate-sha256";
 /// Secret annotation: `notAfter` of `tls.crt` (RFC 3339).
 pub const ANNOTATION_CERT_NOT_AFTER: &str = "mcptrust.io/certificate-not-after";
+/// Trust ConfigMap annotation: SHA-256 (hex) of the `ca-bundle.p12` truststore in its
+/// `binaryData` (the PEM bundle's hash is [`ANNOTATION_BUNDLE_SHA256`]).
+pub const ANNOTATION_TRUSTSTORE_SHA256: &str = "mcptrust.io/truststore-sha256";
 /// Pod-template annotation written by the RollingRestart strategy: a hash of the bundle and
 /// certificates; a change rolls the workload, as `kubectl rollout restart` does.
 pub const ANNOTATION_ROTATION_HASH: &str = "mcptrust.io/rotation-hash";
@@ -58,7 +61,9 @@ pub fn owner(server: &McpServer) -> Option<OwnerReference> {
 }
 
 /// The trust ConfigMap `mcptrust-<name>-trust`: `ca.pem` (private CAs) and `ca-bundle.pem`
-/// (roots plus private CAs), the bundle's sha256 as annotation, an owner reference.
+/// (roots plus private CAs) in `data`, `ca-bundle.p12` (the same certificates as a Java
+/// PKCS#12 truststore) in `binaryData`, the two files' sha256 as annotations
+/// ([`ANNOTATION_BUNDLE_SHA256`], [`ANNOTATION_TRUSTSTORE_SHA256`]), an owner reference.
 pub fn trust_config_map(server: &McpServer, bundle: &TrustBundle) -> ConfigMap {
     let name = server.metadata.name.clone().unwrap_or_default();
     let ns = server.metadata.namespace.clone().unwrap_or_default();
@@ -67,20 +72,18 @@ pub fn trust_config_map(server: &McpServer, bundle: &TrustBundle) -> ConfigMap {
             name: Some(crate::api::trust_config_map_name(&name)),
             namespace: Some(ns.clone()),
             labels: Some(labels(&name, &ns, "trust")),
-            annotations: Some(BTreeMap::from([(
-                ANNOTATION_BUNDLE_SHA256.to_string(),
-                bundle.sha256.clone(),
-            )])),
+            annotations: Some(bundle_annotations(bundle)),
             owner_references: owner(server).map(|o| vec![o]),
             ..Default::default()
         },
         data: Some(bundle_data(bundle)),
+        binary_data: Some(bundle_binary_data(bundle)),
         ..Default::default()
     }
 }
 
 /// The namespace-default trust ConfigMap (`mcptrust-trust`) for a namespace that opted in
-/// without an McpServer.
+/// without an McpServer, with the same keys and annotations as [`trust_config_map`].
 pub fn default_trust_config_map(namespace: &str, name: &str, bundle: &TrustBundle) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
@@ -90,15 +93,30 @@ pub fn default_trust_config_map(namespace: &str, name: &str, bundle: &TrustBundl
                 (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
                 (LABEL_COMPONENT.to_string(), "trust".to_string()),
             ])),
-            annotations: Some(BTreeMap::from([(
-                ANNOTATION_BUNDLE_SHA256.to_string(),
-                bundle.sha256.clone(),
-            )])),
+            annotations: Some(bundle_annotations(bundle)),
             ..Default::default()
         },
         data: Some(bundle_data(bundle)),
+        binary_data: Some(bundle_binary_data(bundle)),
         ..Default::default()
     }
+}
+
+fn bundle_annotations(bundle: &TrustBundle) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_BUNDLE_SHA256.to_string(), bundle.sha256.clone()),
+        (
+            ANNOTATION_TRUSTSTORE_SHA256.to_string(),
+            bundle.p12_sha256.clone(),
+        ),
+    ])
+}
+
+fn bundle_binary_data(bundle: &TrustBundle) -> BTreeMap<String, k8s_openapi::ByteString> {
+    BTreeMap::from([(
+        TRUSTSTORE_FILE.to_string(),
+        k8s_openapi::ByteString(bundle.ca_bundle_p12.to_vec()),
+    )])
 }
 
 fn bundle_data(bundle: &TrustBundle) -> BTreeMap<String, String> {

@@ -19,6 +19,14 @@ pub const DEFAULT_TRUST_CONFIGMAP: &str = "mcptrust-trust";
 pub const CA_FILE: &str = "ca.pem";
 /// Key of the combined file: system roots plus private CAs (for replace-style variables).
 pub const BUNDLE_FILE: &str = "ca-bundle.pem";
+/// `binaryData` key of the same certificates as a PKCS#12 truststore, for Java's
+/// `-Djavax.net.ssl.trustStore` (see `crate::pki::TrustBundle::ca_bundle_p12`).
+pub const TRUSTSTORE_FILE: &str = "ca-bundle.p12";
+/// Password of [`TRUSTSTORE_FILE`] (`changeit`, public: the file holds certificates only).
+pub const TRUSTSTORE_PASSWORD: &str = "changeit";
+/// The variable that carries the truststore and proxy system properties to every JVM
+/// (HotSpot reads it at start; the `java` launcher prints "Picked up JAVA_TOOL_OPTIONS").
+pub const JAVA_TOOL_OPTIONS: &str = "JAVA_TOOL_OPTIONS";
 
 /// Distro trust-store paths that the opt-in system overlay mounts the combined bundle over
 /// (Debian/Ubuntu/Alpine, and RHEL/Fedora). This reaches stdio children whose parent strips

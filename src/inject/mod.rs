@@ -11,7 +11,7 @@ mod patch;
 pub mod view;
 
 pub use config::*;
-pub use noproxy::{build_no_proxy, normalize_no_proxy_entry};
+pub use noproxy::{build_no_proxy, java_non_proxy_hosts, normalize_no_proxy_entry};
 pub use patch::{
     ANNOTATION_BUNDLE_SHA256, ANNOTATION_ENV_OVERRIDDEN, ANNOTATION_INJECTED, ANNOTATION_MCPSERVER,
     ANNOTATION_OVERLAY, ANNOTATION_SKIP_ENV, ANNOTATION_SKIPPED, LABEL_INJECT, inject,

@@ -96,6 +96,61 @@ pub fn build_no_proxy(proxy: &ProxyConfig) -> String {
     entries.join(",")
 }
 
+/// Java's `http.nonProxyHosts` for a NO_PROXY value built by [`build_no_proxy`]: entries
+/// separated by `|`, where a pattern may start or end with `*` (JDK `sun.net.spi.
+/// DefaultProxySelector`; the same property governs https requests).
+///
+/// - names are kept as they are; a leading-dot suffix `.svc` becomes `*.svc` (Java
+///   compares whole strings, so `.svc` alone would match nothing);
+/// - IPv4 and IPv6 literals are kept, IPv6 in brackets (`[::1]`), as Java compares them
+///   with the URL's host;
+/// - Java has no CIDRs: an IPv4 CIDR becomes prefix patterns of whole octets, `10.244.*`
+///   for `/16`; a prefix that is not a multiple of 8 widens to the next octet boundary,
+///   `10.96.0.0/12` giving the 16 patterns `10.96.*` to `10.111.*`, and a prefix longer
+///   than 24 its addresses (at most 128 entries per CIDR); a prefix shorter than 8 is left
+///   out. These only match URLs that use the IP literal
+///   itself, as in every runtime; a name that resolves into the CIDR is proxied.
+/// - IPv6 CIDRs cannot be expressed and are left out.
+///
+/// Returns the value and the NO_PROXY entries that were left out.
+pub fn java_non_proxy_hosts(no_proxy: &str) -> (String, Vec<String>) {
+    let mut out: Vec<String> = Vec::new();
+    let mut dropped = Vec::new();
+    for entry in no_proxy.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if let Ok(net) = entry.parse::<IpNet>() {
+            match net {
+                IpNet::V4(v4) if v4.prefix_len() >= 8 => {
+                    let whole = usize::from(v4.prefix_len().div_ceil(8));
+                    let widened = u8::try_from(whole * 8).unwrap_or(32);
+                    for sub in v4.subnets(widened).into_iter().flatten() {
+                        let octets = sub.network().octets();
+                        if whole == 4 {
+                            out.push(sub.network().to_string());
+                        } else {
+                            let head: Vec<String> =
+                                octets[..whole].iter().map(u8::to_string).collect();
+                            out.push(format!("{}.*", head.join(".")));
+                        }
+                    }
+                }
+                _ => dropped.push(entry.to_string()),
+            }
+        } else if let Ok(ip) = entry.parse::<IpAddr>() {
+            out.push(match ip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            });
+        } else if let Some(suffix) = entry.strip_prefix('.') {
+            out.push(format!("*.{suffix}"));
+        } else {
+            out.push(entry.to_string());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|e| seen.insert(e.clone()));
+    (out.join("|"), dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +191,27 @@ mod tests {
             build_no_proxy(&p),
             "localhost,127.0.0.1,::1,10.96.0.1,kubernetes,kubernetes.default,.svc,.svc.cluster.local,.cluster.local,10.96.0.0/12,10.244.0.0/16,.corp.example"
         );
+    }
+
+    #[test]
+    fn java_non_proxy_hosts_translates_suffixes_and_cidrs() {
+        let (value, dropped) = java_non_proxy_hosts(
+            "localhost,127.0.0.1,::1,10.96.0.1,kubernetes,.svc,.cluster.local,10.96.0.0/12,\
+             10.244.0.0/16,192.168.1.0/24,10.0.0.0/8,fd00::/8,0.0.0.0/0,10.1.2.0/30",
+        );
+        let mut want = vec![
+            "localhost".to_string(),
+            "127.0.0.1".into(),
+            "[::1]".into(),
+            "10.96.0.1".into(),
+            "kubernetes".into(),
+            "*.svc".into(),
+            "*.cluster.local".into(),
+        ];
+        want.extend((96..112).map(|b| format!("10.{b}.*")));
+        want.extend(["10.244.*".into(), "192.168.1.*".into(), "10.*".into()]);
+        want.extend((0..4).map(|h| format!("10.1.2.{h}")));
+        assert_eq!(value, want.join("|"));
+        assert_eq!(dropped, ["fd00::/8", "0.0.0.0/0"]);
     }
 }

@@ -96,9 +96,10 @@ fn str_map(m: Option<&Map<String, Value>>) -> BTreeMap<&str, &str> {
 }
 
 /// The env block for `inj`, in injection order: CA variables, proxy variables in both
-/// cases with identical values plus NODE_USE_ENV_PROXY=1 (only when a proxy is set), then
-/// the extra env. HTTP_PROXY falls back to the https proxy and vice versa, so that a
-/// fail-closed egress policy does not break plain-http clients.
+/// cases with identical values plus NODE_USE_ENV_PROXY=1 (only when a proxy is set),
+/// JAVA_TOOL_OPTIONS ([`java_tool_options`]), then the extra env. HTTP_PROXY falls back to
+/// the https proxy and vice versa, so that a fail-closed egress policy does not break
+/// plain-http clients.
 pub(crate) fn desired_env(inj: &Injection) -> Vec<(String, String)> {
     let mount = inj.mount_path.trim_end_matches('/');
     let mut env: Vec<(String, String)> = inj
@@ -129,11 +130,77 @@ pub(crate) fn desired_env(inj: &Injection) -> Vec<(String, String)> {
         env.push(("no_proxy".into(), no_proxy));
         env.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
     }
+    env.push((super::JAVA_TOOL_OPTIONS.into(), java_tool_options(inj)));
     for e in &inj.extra_env {
         env.retain(|(n, _)| n != &e.name);
         env.push((e.name.clone(), e.value.clone()));
     }
     env
+}
+
+/// The JAVA_TOOL_OPTIONS value for `inj`: a JVM reads neither SSL_CERT_FILE nor
+/// HTTPS_PROXY, only system properties, so this carries
+///
+/// - `-Djavax.net.ssl.trustStore=<mount>/ca-bundle.p12`, `-Djavax.net.ssl.trustStoreType=PKCS12`
+///   and `-Djavax.net.ssl.trustStorePassword=changeit` (the default SSLContext, hence
+///   `HttpsURLConnection` and `java.net.http.HttpClient`, then trusts exactly the bundle:
+///   system roots plus private CAs, like SSL_CERT_FILE);
+/// - when a proxy is set, `-Dhttp.proxyHost/-Dhttp.proxyPort` from the http proxy and
+///   `-Dhttps.proxyHost/-Dhttps.proxyPort` from the https proxy (host and port of the URL;
+///   port 80 for `http://` and 443 for `https://` when absent; user info is dropped, since
+///   Java takes no proxy credentials from properties), and `-Dhttp.nonProxyHosts` from
+///   NO_PROXY translated by [`super::java_non_proxy_hosts`] (Java has no CIDRs).
+///
+/// The JVM splits the value at whitespace, so a mount path with spaces would break it.
+pub fn java_tool_options(inj: &Injection) -> String {
+    let mount = inj.mount_path.trim_end_matches('/');
+    let mut opts = vec![
+        format!(
+            "-Djavax.net.ssl.trustStore={mount}/{}",
+            super::TRUSTSTORE_FILE
+        ),
+        "-Djavax.net.ssl.trustStoreType=PKCS12".to_string(),
+        format!(
+            "-Djavax.net.ssl.trustStorePassword={}",
+            super::TRUSTSTORE_PASSWORD
+        ),
+    ];
+    let p = &inj.proxy;
+    if p.enabled() {
+        let http = p.http_proxy.as_ref().or(p.https_proxy.as_ref());
+        let https = p.https_proxy.as_ref().or(p.http_proxy.as_ref());
+        for (scheme, url) in [("http", http), ("https", https)] {
+            if let Some((host, port)) = url.and_then(|u| proxy_host_port(u)) {
+                opts.push(format!("-D{scheme}.proxyHost={host}"));
+                opts.push(format!("-D{scheme}.proxyPort={port}"));
+            }
+        }
+        let (hosts, _) = super::java_non_proxy_hosts(&build_no_proxy(p));
+        if !hosts.is_empty() {
+            opts.push(format!("-Dhttp.nonProxyHosts={hosts}"));
+        }
+    }
+    opts.join(" ")
+}
+
+/// Host (IPv6 without brackets) and port of a proxy URL such as `http://10.200.0.1:3128`;
+/// a URL without a scheme is read as `http://`. `None` when it does not parse.
+fn proxy_host_port(url: &str) -> Option<(String, u16)> {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    let uri: hyper::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    Some((host.to_string(), port))
 }
 
 /// True when two absolute mount paths overlap (equal, or one is a directory above the
@@ -562,6 +629,49 @@ mod tests {
         assert_eq!(get("NO_PROXY"), get("no_proxy"));
         assert_eq!(get("NODE_USE_ENV_PROXY"), Some("1"));
         assert!(get("SSL_CERT_DIR").is_none());
+        let mut want = [
+            "-Djavax.net.ssl.trustStore=/etc/mcptrust/trust/ca-bundle.p12",
+            "-Djavax.net.ssl.trustStoreType=PKCS12",
+            "-Djavax.net.ssl.trustStorePassword=changeit",
+            "-Dhttp.proxyHost=10.200.0.1",
+            "-Dhttp.proxyPort=3128",
+            "-Dhttps.proxyHost=10.200.0.1",
+            "-Dhttps.proxyPort=3128",
+        ]
+        .join(" ");
+        want.push_str(
+            " -Dhttp.nonProxyHosts=localhost|127.0.0.1|[::1]|10.96.0.1|kubernetes|\
+             kubernetes.default|*.svc|*.svc.cluster.local|*.cluster.local|",
+        );
+        let cidrs: Vec<String> = (96..112)
+            .map(|b| format!("10.{b}.*"))
+            .chain(["10.244.*".to_string()])
+            .collect();
+        want.push_str(&cidrs.join("|"));
+        assert_eq!(get("JAVA_TOOL_OPTIONS"), Some(want.as_str()));
+    }
+
+    #[test]
+    fn proxy_urls_give_host_and_port() {
+        let cases = [
+            ("http://10.200.0.1:3128", Some(("10.200.0.1", 3128))),
+            (
+                "http://user:pw@proxy.corp:8080/",
+                Some(("proxy.corp", 8080)),
+            ),
+            ("proxy.corp:3128", Some(("proxy.corp", 3128))),
+            ("http://proxy.corp", Some(("proxy.corp", 80))),
+            ("https://proxy.corp", Some(("proxy.corp", 443))),
+            ("http://[fd00::1]:3128", Some(("fd00::1", 3128))),
+            ("http://", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(
+                proxy_host_port(url),
+                want.map(|(h, p)| (h.to_string(), p)),
+                "{url}"
+            );
+        }
     }
 
     #[test]
@@ -573,6 +683,17 @@ mod tests {
         assert!(
             env.iter()
                 .all(|(k, _)| !k.to_ascii_uppercase().contains("PROXY"))
+        );
+        let java = env
+            .iter()
+            .find(|(k, _)| k == "JAVA_TOOL_OPTIONS")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            java,
+            Some(
+                "-Djavax.net.ssl.trustStore=/etc/mcptrust/trust/ca-bundle.p12 \
+                 -Djavax.net.ssl.trustStoreType=PKCS12 -Djavax.net.ssl.trustStorePassword=changeit"
+            )
         );
     }
 }

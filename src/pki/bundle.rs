@@ -1,18 +1,20 @@
 //! Trust bundle assembly: private CAs (and pinned self-signed certificates) plus, optionally,
 //! the Mozilla root program, deduplicated, in a stable order, as the two PEM files that
-//! sandbox pods mount.
+//! sandbox pods mount, and the same certificates as a PKCS#12 truststore for Java.
 //!
 //! Why two files (RUNTIMES.md): add-style variables (NODE_EXTRA_CA_CERTS, DENO_CERT) add
 //! their file to a built-in store, so they get `ca.pem` with the private CAs only;
 //! replace-style variables (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, PIP_CERT,
 //! GIT_SSL_CAINFO, AWS_CA_BUNDLE, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) replace the store, so
-//! they get `ca-bundle.pem` with the system roots as well.
+//! they get `ca-bundle.pem` with the system roots as well. A JVM reads no PEM variable at
+//! all: `JAVA_TOOL_OPTIONS` points `javax.net.ssl.trustStore` at `ca-bundle.p12`, which
+//! holds the certificates of `ca-bundle.pem` as PKCS#12 trusted-certificate entries.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::pki_types::CertificateDer;
 
@@ -23,6 +25,14 @@ use super::pem::{CertInfo, encode_pem, inspect, parse_pem_certificates, sha256_h
 pub const CA_FILE: &str = "ca.pem";
 /// File (and ConfigMap key) holding the system roots plus the private CAs: `ca-bundle.pem`.
 pub const BUNDLE_FILE: &str = "ca-bundle.pem";
+/// File (and ConfigMap `binaryData` key) holding the certificates of [`BUNDLE_FILE`] as a
+/// PKCS#12 truststore for Java: `ca-bundle.p12`.
+pub const TRUSTSTORE_FILE: &str = "ca-bundle.p12";
+/// Password of [`TRUSTSTORE_FILE`]: `changeit`, the JDK's own default for `cacerts`. It
+/// protects nothing (the file holds public certificates only and is published in a
+/// ConfigMap); Java needs one because PKCS#12 files carry a MAC and encrypted certificate
+/// bags, and with no password a JVM would read the truststore as empty.
+pub const TRUSTSTORE_PASSWORD: &str = "changeit";
 
 /// One source of PEM certificates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +107,22 @@ pub struct TrustBundle {
     /// Lowercase hex SHA-256 of the bytes of `ca_bundle_pem` (the
     /// `mcptrust.io/trust-bundle-sha256` annotation and `status.trustBundle.sha256`).
     pub sha256: String,
+    /// `ca-bundle.p12`: the certificates of `ca_bundle_pem`, in the same order, as PKCS#12
+    /// trusted-certificate entries (each bag carries Java's trustedKeyUsage attribute, OID
+    /// 2.16.840.1.113894.746875.1.1, so `keytool -list` and a JVM's TrustManagerFactory see
+    /// them). Aliases are `mcptrust-NNNNN-<first 12 hex digits of the certificate's SHA-256>`,
+    /// numbered from 0 in bundle order. Password [`TRUSTSTORE_PASSWORD`]; certificate bags
+    /// encrypted with PBES2 (PBKDF2-SHA256, AES-256-CBC) and the file MACed with
+    /// HMAC-SHA256, 10,000 iterations each, the JDK's defaults.
+    ///
+    /// PKCS#12 salts are random, so the bytes are not a function of the certificates. To
+    /// keep a ConfigMap from changing at each reconcile, the bytes are memoised per
+    /// process by `sha256`: the same `ca_bundle_pem` gives the same `ca_bundle_p12` until
+    /// the process restarts (or more than 64 distinct bundles were built).
+    pub ca_bundle_p12: Arc<[u8]>,
+    /// Lowercase hex SHA-256 of `ca_bundle_p12` (the ConfigMap's
+    /// `mcptrust.io/truststore-sha256` annotation and `mcptrust bundle`'s summary).
+    pub p12_sha256: String,
     /// Number of certificates in `ca_bundle_pem`.
     pub certificates: u32,
     /// Number of certificates in `ca_pem` (private CAs plus pinned certificates).
@@ -121,6 +147,8 @@ struct Roots {
     pem: String,
     fingerprints: HashSet<String>,
     count: u32,
+    /// The deduplicated roots, in crate order.
+    unique: Vec<&'static CertificateDer<'static>>,
 }
 
 fn roots() -> &'static Roots {
@@ -130,11 +158,13 @@ fn roots() -> &'static Roots {
             pem: String::new(),
             fingerprints: HashSet::new(),
             count: 0,
+            unique: Vec::new(),
         };
         for der in system_roots() {
             if roots.fingerprints.insert(sha256_hex(der)) {
                 roots.pem.push_str(&encode_pem(der));
                 roots.count += 1;
+                roots.unique.push(der);
             }
         }
         roots
@@ -235,10 +265,13 @@ pub fn assemble_with_pinned(
     let mut ca_pem = String::new();
     let mut ca_bundle_pem = String::new();
     let mut certificates = 0u32;
+    // The DER of each certificate of ca_bundle_pem, in order, for the truststore.
+    let mut bundle_ders: Vec<&[u8]> = Vec::new();
     if opts.include_system_roots {
         let roots = roots();
         ca_bundle_pem.push_str(&roots.pem);
         certificates = roots.count;
+        bundle_ders.extend(roots.unique.iter().map(|d| d.as_ref()));
     }
     for (der, info) in &kept {
         let pem = encode_pem(der);
@@ -254,14 +287,19 @@ pub fn assemble_with_pinned(
             continue;
         }
         ca_bundle_pem.push_str(&pem);
+        bundle_ders.push(der.as_ref());
         certificates += 1;
     }
     if certificates == 0 {
         return Err(BundleError::EmptyBundle);
     }
 
+    let sha256 = sha256_hex(ca_bundle_pem.as_bytes());
+    let ca_bundle_p12 = truststore_memoised(&sha256, &bundle_ders)?;
     Ok(TrustBundle {
-        sha256: sha256_hex(ca_bundle_pem.as_bytes()),
+        p12_sha256: sha256_hex(&ca_bundle_p12),
+        ca_bundle_p12,
+        sha256,
         ca_pem,
         ca_bundle_pem,
         certificates,
@@ -269,6 +307,53 @@ pub fn assemble_with_pinned(
         warnings,
         cas: kept.into_iter().map(|(_, info)| info).collect(),
     })
+}
+
+/// How many distinct truststores [`truststore_memoised`] keeps before it starts afresh.
+const TRUSTSTORE_MEMO_LIMIT: usize = 64;
+
+/// [`truststore`] of `ders`, memoised by `key` (the SHA-256 of the PEM bundle the DERs
+/// came from), so that the same bundle gives byte-identical PKCS#12 in one process.
+fn truststore_memoised(key: &str, ders: &[&[u8]]) -> Result<Arc<[u8]>, BundleError> {
+    static MEMO: OnceLock<Mutex<HashMap<String, Arc<[u8]>>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = memo.lock().ok().and_then(|m| m.get(key).cloned()) {
+        return Ok(hit);
+    }
+    let built: Arc<[u8]> = truststore(ders)?.into();
+    if let Ok(mut m) = memo.lock() {
+        if m.len() >= TRUSTSTORE_MEMO_LIMIT {
+            m.clear();
+        }
+        // Another thread may have built the same bundle meanwhile: keep the first.
+        return Ok(m.entry(key.to_owned()).or_insert(built).clone());
+    }
+    Ok(built)
+}
+
+/// A PKCS#12 truststore (password [`TRUSTSTORE_PASSWORD`]) holding `ders` as
+/// trusted-certificate entries, in order, built with the `p12-keystore` crate (see
+/// [`TrustBundle::ca_bundle_p12`] for aliases and algorithms).
+///
+/// # Errors
+/// [`BundleError::Truststore`] when the crate rejects a certificate or fails to encode.
+pub fn truststore(ders: &[&[u8]]) -> Result<Vec<u8>, BundleError> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry};
+    let mut store = KeyStore::new();
+    for (i, der) in ders.iter().enumerate() {
+        let cert = Certificate::from_der(der).map_err(|e| BundleError::Truststore {
+            detail: format!("certificate {i} of the bundle: {e}"),
+        })?;
+        let fingerprint = sha256_hex(der);
+        let alias = format!("mcptrust-{i:05}-{}", &fingerprint[..12]);
+        store.add_entry(&alias, KeyStoreEntry::Certificate(cert));
+    }
+    store
+        .writer(TRUSTSTORE_PASSWORD)
+        .write()
+        .map_err(|e| BundleError::Truststore {
+            detail: e.to_string(),
+        })
 }
 
 /// Warnings about a kept certificate's validity window and CA profile.
@@ -319,13 +404,13 @@ fn profile_warnings(
     }
 }
 
-/// Write `bundle` into `dir` as [`CA_FILE`] and [`BUNDLE_FILE`], creating `dir` (and its
-/// parents) if missing.
+/// Write `bundle` into `dir` as [`CA_FILE`], [`BUNDLE_FILE`] and [`TRUSTSTORE_FILE`],
+/// creating `dir` (and its parents) if missing.
 ///
 /// Each file is replaced atomically: written to a hidden temporary file in `dir`, flushed
 /// to disk, then renamed over the target, so a reader sees the old or the new content,
-/// never a partial file. The two files are replaced one after the other (`ca.pem` first),
-/// not as a pair.
+/// never a partial file. The files are replaced one after the other (`ca.pem` first, then
+/// `ca-bundle.pem`, then `ca-bundle.p12`), not as a set.
 ///
 /// # Errors
 /// Any I/O error from creating the directory or writing, syncing or renaming a file; the
@@ -334,6 +419,7 @@ pub fn write_dir(bundle: &TrustBundle, dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     write_atomic(dir, CA_FILE, bundle.ca_pem.as_bytes())?;
     write_atomic(dir, BUNDLE_FILE, bundle.ca_bundle_pem.as_bytes())?;
+    write_atomic(dir, TRUSTSTORE_FILE, &bundle.ca_bundle_p12)?;
     // Make the renames durable; best effort (not every platform can sync a directory).
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
@@ -408,6 +494,37 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("already a Mozilla root"))
         );
+    }
+
+    #[test]
+    fn truststore_holds_the_bundle_in_order_and_is_memoised() {
+        let bundle = assemble(&[], &opts(true)).expect("roots only");
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            &bundle.ca_bundle_p12,
+            TRUSTSTORE_PASSWORD,
+            p12_keystore::Pkcs12ImportPolicy::Strict,
+        )
+        .expect("reads back");
+        // Strict import keeps only bags with Java's trusted-certificate attribute.
+        assert_eq!(store.entries_len(), bundle.certificates as usize);
+        let in_pem =
+            parse_pem_certificates("bundle", bundle.ca_bundle_pem.as_bytes()).expect("pem parses");
+        for ((alias, entry), (i, der)) in store.entries().zip(in_pem.iter().enumerate()) {
+            let p12_keystore::KeyStoreEntry::Certificate(cert) = entry else {
+                panic!("{alias} is not a certificate entry");
+            };
+            assert_eq!(cert.as_der(), der.as_ref(), "{alias}");
+            assert_eq!(
+                alias,
+                &format!("mcptrust-{i:05}-{}", &sha256_hex(der)[..12])
+            );
+        }
+        assert_eq!(bundle.p12_sha256, sha256_hex(&bundle.ca_bundle_p12));
+        let again = assemble(&[], &opts(true)).expect("roots only");
+        assert_eq!(again.ca_bundle_p12, bundle.ca_bundle_p12, "memoised");
+        // PKCS#12 salts are random: the memo, not the encoder, keeps bytes stable.
+        let fresh = truststore(&[in_pem[0].as_ref()]).expect("one cert");
+        assert_ne!(fresh, truststore(&[in_pem[0].as_ref()]).expect("one cert"));
     }
 
     #[test]

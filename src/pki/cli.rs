@@ -1,4 +1,5 @@
-//! `mcptrust bundle`: assemble `ca.pem` and `ca-bundle.pem` from local PEM files, the way
+//! `mcptrust bundle`: assemble `ca.pem`, `ca-bundle.pem` and `ca-bundle.p12` from local PEM
+//! files, the way
 //! the controller assembles a trust ConfigMap, e.g. to build the chart's default bundle or
 //! to check a CA file before putting it in a ConfigMap:
 //!
@@ -10,7 +11,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::bundle::{BUNDLE_FILE, BundleOptions, CA_FILE, CaInput, assemble, write_dir};
+use super::bundle::{
+    BUNDLE_FILE, BundleOptions, CA_FILE, CaInput, TRUSTSTORE_FILE, assemble, write_dir,
+};
 
 /// Arguments of `mcptrust bundle`. Every flag can also be set by an environment variable.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
@@ -25,8 +28,8 @@ pub struct BundleArgs {
         value_name = "FILE"
     )]
     pub ca: Vec<PathBuf>,
-    /// Directory to write ca.pem and ca-bundle.pem into (created if missing; each file is
-    /// replaced atomically).
+    /// Directory to write ca.pem, ca-bundle.pem and ca-bundle.p12 into (created if
+    /// missing; each file is replaced atomically).
     #[arg(long, env = "MCPTRUST_BUNDLE_OUT", value_name = "DIR")]
     pub out: PathBuf,
     /// Leave the Mozilla root program out of ca-bundle.pem (private-only trust); then
@@ -37,8 +40,8 @@ pub struct BundleArgs {
 
 /// Run `mcptrust bundle`: read each `--ca` file, [`assemble`] them (system roots
 /// included unless `--no-system-roots`; "now" from the system clock), log each warning with
-/// `tracing::warn!`, [`write_dir`], and return a one-paragraph summary naming both paths,
-/// the certificate counts and the bundle's SHA-256.
+/// `tracing::warn!`, [`write_dir`], and return a one-paragraph summary naming the three
+/// paths, the certificate counts and the SHA-256 of `ca-bundle.pem` and `ca-bundle.p12`.
 ///
 /// # Errors
 /// A file that cannot be read (named), any [`BundleError`](super::BundleError) (its
@@ -63,6 +66,7 @@ pub fn run(args: &BundleArgs) -> anyhow::Result<String> {
 
     let ca_path = args.out.join(CA_FILE);
     let bundle_path = args.out.join(BUNDLE_FILE);
+    let p12_path = args.out.join(TRUSTSTORE_FILE);
     let roots = if include_system_roots {
         "the Mozilla roots plus the private CAs"
     } else {
@@ -74,8 +78,9 @@ pub fn run(args: &BundleArgs) -> anyhow::Result<String> {
         n => format!(" {n} warnings were logged."),
     };
     Ok(format!(
-        "Wrote {} ({} private CA certificate{} from {} file{}) and {} ({} certificates: {roots}), \
-         sha256 {}.{warnings}",
+        "Wrote {} ({} private CA certificate{} from {} file{}), {} ({} certificates: {roots}), \
+         sha256 {}, and {} (the same certificates as a Java PKCS#12 truststore, password \
+         {}), sha256 {}.{warnings}",
         ca_path.display(),
         bundle.private_cas,
         plural(bundle.private_cas),
@@ -84,6 +89,9 @@ pub fn run(args: &BundleArgs) -> anyhow::Result<String> {
         bundle_path.display(),
         bundle.certificates,
         bundle.sha256,
+        p12_path.display(),
+        super::bundle::TRUSTSTORE_PASSWORD,
+        bundle.p12_sha256,
     ))
 }
 
@@ -167,6 +175,8 @@ mod tests {
             summary.contains(&crate::pki::sha256_hex(written.as_bytes())),
             "{summary}"
         );
+        let p12 = std::fs::read(out.join("ca-bundle.p12")).expect("p12 written");
+        assert!(summary.contains(&crate::pki::sha256_hex(&p12)), "{summary}");
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub mod pem;
 use std::fmt;
 
 pub use bundle::{
-    BUNDLE_FILE, BundleOptions, CA_FILE, CaInput, TrustBundle, assemble, assemble_with_pinned,
-    system_roots, unix_now, write_dir,
+    BUNDLE_FILE, BundleOptions, CA_FILE, CaInput, TRUSTSTORE_FILE, TRUSTSTORE_PASSWORD,
+    TrustBundle, assemble, assemble_with_pinned, system_roots, truststore, unix_now, write_dir,
 };
 pub use cli::BundleArgs;
 pub use issue::{
@@ -117,12 +117,18 @@ pub enum BundleError {
     /// The bundle would hold no certificate: system roots are excluded and no CA was given.
     /// An empty `ca-bundle.pem` behind SSL_CERT_FILE would make every TLS connection fail.
     EmptyBundle,
+    /// The PKCS#12 truststore (`ca-bundle.p12`) could not be built from certificates that
+    /// were accepted for the PEM files.
+    Truststore {
+        /// The `p12-keystore` crate's complaint.
+        detail: String,
+    },
 }
 
 impl BundleError {
     /// A stable CamelCase reason for status conditions, events and metric labels:
     /// `InvalidPem`, `NoCertificates`, `UnexpectedPemBlock`, `InvalidCertificate`,
-    /// `NotACertificateAuthority`, `NotSelfSigned` or `EmptyTrustBundle`.
+    /// `NotACertificateAuthority`, `NotSelfSigned`, `EmptyTrustBundle` or `TruststoreFailed`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NotPem { .. } => "InvalidPem",
@@ -132,6 +138,7 @@ impl BundleError {
             Self::NotACa { .. } => "NotACertificateAuthority",
             Self::NotSelfSigned { .. } => "NotSelfSigned",
             Self::EmptyBundle => "EmptyTrustBundle",
+            Self::Truststore { .. } => "TruststoreFailed",
         }
     }
 
@@ -144,7 +151,7 @@ impl BundleError {
             | Self::InvalidCertificate { source, .. }
             | Self::NotACa { source, .. }
             | Self::NotSelfSigned { source, .. } => Some(source),
-            Self::EmptyBundle => None,
+            Self::EmptyBundle | Self::Truststore { .. } => None,
         }
     }
 }
@@ -213,6 +220,10 @@ impl fmt::Display for BundleError {
                 f,
                 "the trust bundle would be empty: system roots are excluded and no CA source \
                  was given; add a CA source or include the system roots"
+            ),
+            Self::Truststore { detail } => write!(
+                f,
+                "cannot build the PKCS#12 truststore ca-bundle.p12: {detail}"
             ),
         }
     }
@@ -293,5 +304,7 @@ mod tests {
     fn file_names_match_the_injector() {
         assert_eq!(CA_FILE, crate::inject::CA_FILE);
         assert_eq!(BUNDLE_FILE, crate::inject::BUNDLE_FILE);
+        assert_eq!(TRUSTSTORE_FILE, crate::inject::TRUSTSTORE_FILE);
+        assert_eq!(TRUSTSTORE_PASSWORD, crate::inject::TRUSTSTORE_PASSWORD);
     }
 }

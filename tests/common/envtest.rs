@@ -15,7 +15,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -149,14 +148,7 @@ impl Drop for Supervised {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released: a small race that envtest takes too).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 /// Whether e2e tests must run (CI): `MCPTRUST_E2E_REQUIRED=1`.
 pub fn required() -> bool {

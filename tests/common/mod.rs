@@ -146,10 +146,19 @@ impl TestCa {
     /// A webhook server leaf for `localhost` and 127.0.0.1 with the given serial
     /// (`CN=mcptrust-webhook-<serial>`, rcgen's default validity).
     pub fn leaf(&self, serial: u64) -> Leaf {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        self.leaf_for(serial, &["localhost"], &["127.0.0.1".parse().unwrap()])
+    }
+
+    /// A server leaf (serverAuth, with an AuthorityKeyIdentifier) for the DNS names and IP
+    /// addresses given, with the given serial.
+    pub fn leaf_for(&self, serial: u64, names: &[&str], ips: &[std::net::IpAddr]) -> Leaf {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params
             .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.use_authority_key_identifier_extension = true;
         params
             .distinguished_name
             .push(DnType::CommonName, format!("mcptrust-webhook-{serial}"));
@@ -262,6 +271,16 @@ impl TlsFiles {
             std::fs::remove_dir_all(self.dir.join(previous)).unwrap();
         }
     }
+}
+
+/// A TCP port that was free on 127.0.0.1 a moment ago (bound, then released), for a child
+/// process that must be told its port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The certificates of `pem` (concatenated `CERTIFICATE` blocks) as trust anchors.
