@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::envtest::{ControlPlane, free_port, start_operator, wait_until_or};
+use common::envtest::{ControlPlane, start_controller, wait_until_or};
 use serde_json::{Value, json};
 
 const SERVERS: usize = 50;
@@ -70,19 +70,7 @@ fn api_server_and_etcd_restart_mid_reconcile() {
         })
         .collect();
     let list_doc = json!({"apiVersion": "v1", "kind": "List", "items": items});
-    let operator = start_operator(
-        cp,
-        "faults-0",
-        &cp.kubeconfig,
-        &[
-            "--operator-namespace",
-            &op_ns,
-            "--disable-webhook",
-            "--disable-endpoint-probe",
-            "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let operator = start_controller(cp, "faults-0", &op_ns);
     let out = cp.kubectl_stdin(&["apply", "-f", "-"], &list_doc.to_string());
     assert!(
         out.status.success(),

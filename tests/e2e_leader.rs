@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::envtest::{ControlPlane, free_port, start_operator, wait_until};
+use common::envtest::{ControlPlane, start_controller, wait_until};
 use serde_json::Value;
 
 fn holder(cp: &ControlPlane, ns: &str) -> Option<String> {
@@ -65,21 +65,7 @@ fn standby_takes_over_within_three_seconds_of_a_release() {
     cp.install_crds();
     let op_ns = cp.namespace("mcptrust");
     let app = cp.namespace("agents");
-    let start = |name: &str| {
-        start_operator(
-            cp,
-            name,
-            &cp.kubeconfig,
-            &[
-                "--operator-namespace",
-                &op_ns,
-                "--disable-webhook",
-                "--disable-endpoint-probe",
-                "--admin-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ],
-        )
-    };
+    let start = |name: &str| start_controller(cp, name, &op_ns);
     let a = start("replica-a");
     let b = start("replica-b");
     let mut first = None;

@@ -228,25 +228,17 @@ impl Elector {
         } else {
             now.clone()
         };
-        let body = json!({
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": { "name": self.name, "resourceVersion": lease.metadata.resource_version },
-            "spec": {
+        self.apply(
+            &lease,
+            json!({
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": duration_secs,
                 "acquireTime": acquire,
                 "renewTime": now,
                 "leaseTransitions": transitions,
-            }
-        });
-        self.api
-            .patch(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await?;
+            }),
+        )
+        .await?;
         Ok(Attempt::Held)
     }
 
@@ -259,17 +251,27 @@ impl Elector {
             return Ok(());
         }
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        let body = json!({
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": { "name": self.name, "resourceVersion": lease.metadata.resource_version },
-            "spec": {
+        self.apply(
+            &lease,
+            json!({
                 "holderIdentity": "",
                 "leaseDurationSeconds": 1,
                 "acquireTime": now,
                 "renewTime": now,
                 "leaseTransitions": spec.lease_transitions.unwrap_or(0),
-            }
+            }),
+        )
+        .await
+    }
+
+    /// Writes `spec` to the Lease as last read: a forced server-side apply that carries its
+    /// resourceVersion, so that it fails with 409 Conflict if anyone wrote in between.
+    async fn apply(&self, read: &Lease, spec: serde_json::Value) -> Result<(), kube::Error> {
+        let body = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": { "name": self.name, "resourceVersion": read.metadata.resource_version },
+            "spec": spec,
         });
         self.api
             .patch(

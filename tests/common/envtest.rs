@@ -722,3 +722,22 @@ pub fn forbidden_lines(log: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// `mcptrust run` as a controller only (no webhook, no endpoint probe: out of cluster,
+/// Service names do not resolve) with admin rights, its operator namespace `namespace` and
+/// its admin port on a free loopback port.
+pub fn start_controller(cp: &ControlPlane, name: &str, namespace: &str) -> Supervised {
+    start_operator(
+        cp,
+        name,
+        &cp.kubeconfig,
+        &[
+            "--operator-namespace",
+            namespace,
+            "--disable-webhook",
+            "--disable-endpoint-probe",
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+    )
+}
