@@ -71,19 +71,19 @@ pub struct RunArgs {
     pub config: ConfigArgs,
 }
 
-/// Builds a client from `--kubeconfig`/`--context`, or by the usual discovery.
+/// The client configuration from `--kubeconfig`/`--context`, or by the usual discovery.
 ///
 /// # Errors
 /// Unreadable or invalid kubeconfig, unknown context, no cluster configuration found.
-pub async fn client(
+pub async fn kube_config(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
-) -> anyhow::Result<Client> {
+) -> anyhow::Result<Config> {
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
     };
-    let config = match kubeconfig {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -93,8 +93,35 @@ pub async fn client(
         None => Config::infer().await.context(
             "no cluster configuration found (in-cluster, $KUBECONFIG or ~/.kube/config)",
         )?,
-    };
-    Ok(Client::try_from(config)?)
+    })
+}
+
+/// Builds a client from `--kubeconfig`/`--context`, or by the usual discovery.
+///
+/// # Errors
+/// See [`kube_config`].
+pub async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<Client> {
+    Ok(Client::try_from(kube_config(kubeconfig, context).await?)?)
+}
+
+/// A client that counts every write request it sends in `mcptrust_api_writes_total`
+/// ([`ControllerMetrics::api_request`]), whoever sends it: reconciles, events, the Lease,
+/// the webhook certificate loop.
+///
+/// # Errors
+/// When the configuration's TLS or proxy settings cannot be built into a client.
+pub fn counting_client(config: Config, metrics: ControllerMetrics) -> anyhow::Result<Client> {
+    let count =
+        tower::util::MapRequestLayer::new(move |req: hyper::Request<kube::client::Body>| {
+            metrics.api_request(req.method(), req.uri().path());
+            req
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }
 
 /// Runs the operator until SIGTERM/Ctrl-C.
@@ -103,8 +130,11 @@ pub async fn client(
 /// Startup failures (kubeconfig, ports, TLS files); the loops themselves log and retry.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
-    let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let controller_metrics = ControllerMetrics::default();
+    let client = counting_client(
+        kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?,
+        controller_metrics.clone(),
+    )?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     {
         let m = controller_metrics.clone();
@@ -138,6 +168,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             controller::system_clock(),
             &args.controller.pod_name,
         );
+        ctx = ctx.with_reconcile_concurrency(args.controller.reconcile_concurrency);
         if args.controller.disable_endpoint_probe {
             ctx = ctx.without_endpoint_probe();
         }

@@ -10,35 +10,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::envtest::{ControlPlane, start_controller, wait_until_or};
+use common::envtest::{
+    ControlPlane, list_objects, mtls_server, ready_count, start_controller, wait_until_or,
+};
 use serde_json::{Value, json};
 
 const SERVERS: usize = 50;
 
-fn list(cp: &ControlPlane, ns: &str, kind: &str) -> Vec<Value> {
-    let out = cp.kubectl_output(&["-n", ns, "get", kind, "-o", "json"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn ready_count(cp: &ControlPlane, ns: &str) -> usize {
-    list(cp, ns, "mcps")
-        .iter()
-        .filter(|s| {
-            s["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        })
-        .count()
-}
-
 /// `secret name -> tls.key` of the operator's TLS Secrets in `ns`.
 fn keys(cp: &ControlPlane, ns: &str) -> BTreeMap<String, String> {
-    list(cp, ns, "secrets")
+    list_objects(cp, ns, "secrets")
         .iter()
         .filter(|s| s["type"] == "kubernetes.io/tls")
         .filter_map(|s| {
@@ -56,19 +37,7 @@ fn api_server_and_etcd_restart_mid_reconcile() {
     cp.install_crds();
     let op_ns = cp.namespace("mcptrust");
     let ns = cp.namespace("agents");
-    let items: Vec<Value> = (0..SERVERS)
-        .map(|i| {
-            json!({
-                "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
-                "metadata": {"name": format!("server-{i}"), "namespace": ns},
-                "spec": {
-                    "transport": "streamable-http",
-                    "endpoint": {"url": format!("https://server-{i}.{ns}.svc:8443/mcp/")},
-                    "mtls": {"clients": [{"name": format!("gateway-{i}")}]},
-                },
-            })
-        })
-        .collect();
+    let items: Vec<Value> = (0..SERVERS).map(|i| mtls_server(&ns, i)).collect();
     let list_doc = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let operator = start_controller(cp, "faults-0", &op_ns);
     let out = cp.kubectl_stdin(&["apply", "-f", "-"], &list_doc.to_string());
@@ -141,7 +110,7 @@ fn api_server_and_etcd_restart_mid_reconcile() {
 
     // Every issuance, by Secret and reason, from the events.
     let mut issued: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for e in list(cp, &ns, "events") {
+    for e in list_objects(cp, &ns, "events") {
         let reason = e["reason"].as_str().unwrap_or_default();
         if !["Issued", "Renewed", "Reissued"].contains(&reason) {
             continue;

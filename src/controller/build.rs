@@ -82,6 +82,14 @@ pub fn trust_config_map(server: &McpServer, bundle: &TrustBundle) -> ConfigMap {
     }
 }
 
+/// Labels of the namespace-default trust ConfigMap.
+pub fn default_trust_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_COMPONENT.to_string(), "trust".to_string()),
+    ])
+}
+
 /// The namespace-default trust ConfigMap (`mcptrust-trust`) for a namespace that opted in
 /// without an McpServer, with the same keys and annotations as [`trust_config_map`].
 pub fn default_trust_config_map(namespace: &str, name: &str, bundle: &TrustBundle) -> ConfigMap {
@@ -89,10 +97,7 @@ pub fn default_trust_config_map(namespace: &str, name: &str, bundle: &TrustBundl
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([
-                (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-                (LABEL_COMPONENT.to_string(), "trust".to_string()),
-            ])),
+            labels: Some(default_trust_labels()),
             annotations: Some(bundle_annotations(bundle)),
             ..Default::default()
         },

@@ -8,6 +8,7 @@
 //! | `mcptrust_reconciles_total` | counter | | McpServer reconciles started |
 //! | `mcptrust_reconcile_errors_total` | counter | `reason` | reconciles that failed ([`super::Error::reason`]) |
 //! | `mcptrust_reconcile_duration_seconds` | histogram | | time in one reconcile |
+//! | `mcptrust_api_writes_total` | counter | `resource`, `method` | write requests this process sent to the API server ([`api_write_resource`]) |
 //! | `mcptrust_controller_leader` | gauge | | 1 while this replica runs the controllers |
 //! | `mcptrust_certificate_issuances_total` | counter | `role`, `reason` | certificates issued, by cert-manager's reasons (`DoesNotExist` is a first issuance, the others reissues) |
 //! | `mcptrust_rolling_restarts_total` | counter | `kind` | workloads restarted after a rotation |
@@ -57,6 +58,45 @@ use crate::pki::issue::IssueReason;
 pub struct ErrorLabels {
     /// [`super::Error::reason`].
     pub reason: String,
+}
+
+/// Labels of `mcptrust_api_writes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    /// The resource's plural name, with `/subresource` (`configmaps`, `mcpservers/status`).
+    resource: String,
+    /// `POST`, `PUT`, `PATCH` or `DELETE`.
+    method: &'static str,
+}
+
+/// The resource a request path names, for `mcptrust_api_writes_total`: its plural name,
+/// plus `/<subresource>` when there is one (`/api/v1/namespaces/a/configmaps/x` is
+/// `configmaps`, `/apis/mcptrust.io/v1alpha1/namespaces/a/mcpservers/x/status` is
+/// `mcpservers/status`, `/api/v1/namespaces/a` is `namespaces`). `None` for paths that are
+/// not resource paths (`/version`, `/openapi/v3`).
+pub fn api_write_resource(path: &str) -> Option<String> {
+    let segs: Vec<&str> = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let rest = match segs.first().copied() {
+        Some("api") => segs.get(2..)?,
+        Some("apis") => segs.get(3..)?,
+        _ => return None,
+    };
+    let rest = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        &rest[2..]
+    } else {
+        rest
+    };
+    let resource = rest.first()?;
+    Some(match rest.get(2) {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => (*resource).to_string(),
+    })
 }
 
 /// Labels of `mcptrust_certificate_issuances_total`.
@@ -273,6 +313,7 @@ pub struct ControllerMetrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// `mcptrust_reconcile_duration_seconds`.
     pub duration: Histogram,
+    api_writes: Family<WriteLabels, Counter>,
     leader: Gauge,
     issuances: Family<IssuanceLabels, Counter>,
     rolling_restarts: Family<KindLabels, Counter>,
@@ -322,6 +363,7 @@ impl Default for ControllerMetrics {
             reconciles: Counter::default(),
             errors: Family::default(),
             duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            api_writes: Family::default(),
             leader: Gauge::default(),
             issuances,
             rolling_restarts,
@@ -361,6 +403,11 @@ impl ControllerMetrics {
             "Time spent in one McpServer reconcile",
             Unit::Seconds,
             self.duration.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Write requests (POST, PUT, PATCH, DELETE) this process sent to the API server, by resource and method",
+            self.api_writes.clone(),
         );
         registry.register(
             "controller_leader",
@@ -446,6 +493,24 @@ impl ControllerMetrics {
         DurationGuard {
             start: std::time::Instant::now(),
             histogram: self.duration.clone(),
+        }
+    }
+
+    /// Counts a request this process sends to the API server when it is a write (`POST`,
+    /// `PUT`, `PATCH`, `DELETE` on a resource path, see [`api_write_resource`]); reads
+    /// are not counted.
+    pub fn api_request(&self, method: &hyper::Method, path: &str) {
+        let method = match *method {
+            hyper::Method::POST => "POST",
+            hyper::Method::PUT => "PUT",
+            hyper::Method::PATCH => "PATCH",
+            hyper::Method::DELETE => "DELETE",
+            _ => return,
+        };
+        if let Some(resource) = api_write_resource(path) {
+            self.api_writes
+                .get_or_create(&WriteLabels { resource, method })
+                .inc();
         }
     }
 
@@ -876,6 +941,45 @@ mod tests {
         let text = metrics.encode();
         assert!(!text.contains("namespace=\"tools\""), "{text}");
         assert!(text.contains("namespace=\"agents\""));
+    }
+
+    #[test]
+    fn write_resources_from_paths() {
+        for (path, want) in [
+            ("/api/v1/namespaces/a/configmaps/x", Some("configmaps")),
+            ("/api/v1/namespaces/a/configmaps", Some("configmaps")),
+            (
+                "/api/v1/namespaces/a/secrets/x?fieldManager=m&force=true",
+                Some("secrets"),
+            ),
+            (
+                "/apis/mcptrust.io/v1alpha1/namespaces/a/mcpservers/x/status",
+                Some("mcpservers/status"),
+            ),
+            ("/apis/events.k8s.io/v1/namespaces/a/events", Some("events")),
+            ("/api/v1/namespaces/a", Some("namespaces")),
+            ("/api/v1/namespaces", Some("namespaces")),
+            (
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/w",
+                Some("mutatingwebhookconfigurations"),
+            ),
+            ("/version", None),
+            ("/api/v1", None),
+        ] {
+            assert_eq!(api_write_resource(path).as_deref(), want, "{path}");
+        }
+        let c = ControllerMetrics::default();
+        let metrics = Metrics::new();
+        metrics.register_with(|r| c.register(r));
+        c.api_request(&hyper::Method::GET, "/api/v1/namespaces/a/configmaps/x");
+        c.api_request(&hyper::Method::PATCH, "/api/v1/namespaces/a/configmaps/x");
+        c.api_request(&hyper::Method::PATCH, "/api/v1/namespaces/b/configmaps/y");
+        let text = metrics.encode();
+        assert!(
+            text.contains("mcptrust_api_writes_total{resource=\"configmaps\",method=\"PATCH\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("method=\"GET\""), "{text}");
     }
 
     /// Every family name the operator's registry renders follows the Prometheus

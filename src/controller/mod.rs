@@ -7,6 +7,7 @@
 //! server-side apply with a named field manager.
 
 pub mod build;
+pub mod bundles;
 pub mod egress;
 pub mod endpoint;
 pub mod error;
@@ -28,10 +29,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Config as RuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::api::McpServer;
@@ -81,10 +82,31 @@ pub struct ControllerArgs {
     /// out of cluster where in-cluster Service names do not resolve.
     #[arg(long, env = "MCPTRUST_DISABLE_ENDPOINT_PROBE", default_value_t = false)]
     pub disable_endpoint_probe: bool,
+    /// How many McpServers are reconciled at once (at least 1). A burst of changes (a
+    /// `helm upgrade`, a restart of the operator, a thousand creates) waits in the queue
+    /// instead of running all at once, so the operator's memory follows this number and the
+    /// number of McpServers, not the size of the burst.
+    #[arg(
+        long,
+        env = "MCPTRUST_RECONCILE_CONCURRENCY",
+        default_value_t = DEFAULT_RECONCILE_CONCURRENCY,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub reconcile_concurrency: u16,
     /// This replica's identity for events and the Lease (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "mcptrust")]
     pub pod_name: String,
 }
+
+/// Default of `--reconcile-concurrency`: enough to overlap API round trips on a small
+/// (2-core) node, few enough that a burst costs a few bundles' worth of memory.
+pub const DEFAULT_RECONCILE_CONCURRENCY: u16 = 4;
+
+/// How long a trigger waits before its reconcile starts, so that the watch events of one
+/// reconcile's own writes (the ConfigMap, the Secrets, the status: one event each, within
+/// milliseconds) and of a burst of edits lead to one reconcile, not several
+/// (kube-runtime's `Config::debounce`).
+pub const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Controller configuration (resolved from [`ControllerArgs`] and the operator config).
 #[derive(Clone, Debug)]
@@ -152,8 +174,16 @@ pub struct Context {
     pub prober: endpoint::SharedProber,
     /// Whether endpoints are probed at all (`--disable-endpoint-probe` turns it off).
     pub probe_endpoints: bool,
+    /// At most this many McpServers are reconciled at once ([`DEFAULT_RECONCILE_CONCURRENCY`];
+    /// `--reconcile-concurrency`).
+    pub reconcile_concurrency: u16,
     /// The federation CA, once loaded.
     pub(crate) ca: tokio::sync::Mutex<Option<Arc<CertificateAuthority>>>,
+    /// Bundles built recently, shared by the McpServers with the same sources.
+    pub(crate) bundles: bundles::BundleCache,
+    /// The managed ConfigMaps (metadata only) while [`run`] runs: a trust ConfigMap that
+    /// already holds the bundle is not applied again.
+    pub(crate) managed_config_maps: Mutex<Option<Store<PartialObjectMeta<ConfigMap>>>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -181,9 +211,34 @@ impl Context {
             clock,
             prober: Arc::new(endpoint::LiveProber),
             probe_endpoints: true,
+            reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
             ca: tokio::sync::Mutex::new(None),
+            bundles: bundles::BundleCache::default(),
+            managed_config_maps: Mutex::new(None),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets how many McpServers [`run`] reconciles at once (0 is taken as 1).
+    pub fn with_reconcile_concurrency(mut self, n: u16) -> Self {
+        self.reconcile_concurrency = n.max(1);
+        self
+    }
+
+    /// The cache of managed ConfigMaps, once it has listed them (`None` outside [`run`]).
+    pub(crate) async fn managed_config_maps(&self) -> Option<Store<PartialObjectMeta<ConfigMap>>> {
+        let store = self
+            .managed_config_maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        // Not listed yet (a restart): wait, so that nothing is written only for want of
+        // a cache; never wait forever on a watch that cannot list.
+        tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready())
+            .await
+            .ok()?
+            .ok()?;
+        Some(store)
     }
 
     /// Replaces the prober (tests).
@@ -344,7 +399,12 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let servers: Api<McpServer> = Api::all(client.clone());
-    let controller = Controller::new(servers, watcher::Config::default().any_semantic());
+    let controller = Controller::new(servers, watcher::Config::default().any_semantic())
+        .with_config(
+            RuntimeConfig::default()
+                .concurrency(ctx.reconcile_concurrency.max(1))
+                .debounce(RECONCILE_DEBOUNCE),
+        );
     let store = controller.store();
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",
@@ -371,7 +431,24 @@ pub async fn run(
             }
         }
     };
+    // The managed ConfigMaps' metadata, for the reconciles to compare with (a second watch
+    // of the same objects as the controller's trigger below: kube-runtime shares a
+    // reflector with a controller only behind an unstable feature).
+    let (cm_store, cm_writer) = reflector::store();
+    let cm_reflector = reflector(
+        cm_writer,
+        watcher(
+            Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+            managed.clone(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    *ctx.managed_config_maps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(cm_store);
     // Api<PartialObjectMeta<K>> makes metadata-only list/watch requests.
+    let ctx_run = ctx.clone();
     let controller = controller
         .watches(
             Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
@@ -394,7 +471,7 @@ pub async fn run(
             move |o| sources_to_servers(&store_secret, &o, false),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile_and_reset, reconcile::error_policy, ctx)
+        .run(reconcile_and_reset, reconcile::error_policy, ctx_run)
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!("controller: {e}");
@@ -403,7 +480,11 @@ pub async fn run(
     tokio::select! {
         () = controller => {},
         () = pruner => {},
+        () = cm_reflector => {},
     }
+    *ctx.managed_config_maps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = None;
     metrics.set_leader(false);
 }
 

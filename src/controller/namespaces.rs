@@ -23,7 +23,7 @@ pub const LABEL_INJECTION: &str = "mcptrust.io/injection";
 ///
 /// # Errors
 /// [`Error::InvalidCertificate`] when the configured PEM is not a set of CA certificates.
-pub fn default_bundle(ctx: &Context) -> Result<TrustBundle> {
+pub fn default_bundle(ctx: &Context) -> Result<std::sync::Arc<TrustBundle>> {
     let inputs = if ctx.config.default_cas_pem.trim().is_empty() {
         Vec::new()
     } else {
@@ -32,14 +32,16 @@ pub fn default_bundle(ctx: &Context) -> Result<TrustBundle> {
             ctx.config.default_cas_pem.clone().into_bytes(),
         )]
     };
-    crate::pki::assemble(
-        &inputs,
-        &BundleOptions {
-            include_system_roots: ctx.config.default_include_system_roots,
-            now_unix: ctx.now(),
-        },
-    )
-    .map_err(|e| Error::InvalidCertificate(e.to_string()))
+    ctx.bundles
+        .get_or_build(
+            &inputs,
+            &[],
+            &BundleOptions {
+                include_system_roots: ctx.config.default_include_system_roots,
+                now_unix: ctx.now(),
+            },
+        )
+        .map_err(|e| Error::InvalidCertificate(e.to_string()))
 }
 
 /// Writes `mcptrust-trust` into one opted-in namespace.
@@ -49,10 +51,25 @@ pub fn default_bundle(ctx: &Context) -> Result<TrustBundle> {
 pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     let name = ns.name_any();
     let bundle = default_bundle(&ctx)?;
-    let cm = build::default_trust_config_map(&name, &ctx.config.default_config_map, &bundle);
+    let cm_name = &ctx.config.default_config_map;
+    let labels = build::default_trust_labels();
+    // Like the McpServer trust ConfigMaps: no apply when the cached one is current.
+    if super::reconcile::trust_config_map_current(
+        &ctx,
+        &name,
+        cm_name,
+        &labels,
+        None,
+        &bundle.sha256,
+    )
+    .await
+    {
+        return Ok(Action::requeue(Duration::from_secs(3600)));
+    }
+    let cm = build::default_trust_config_map(&name, cm_name, &bundle);
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &name);
     api.patch(
-        &ctx.config.default_config_map,
+        cm_name,
         &PatchParams::apply(FIELD_MANAGER_TRUST).force(),
         &Patch::Apply(&cm),
     )

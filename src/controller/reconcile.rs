@@ -110,7 +110,7 @@ async fn read_sources(server: &McpServer, ns: &str, ctx: &Context) -> Result<Vec
 }
 
 /// Builds the McpServer's bundle from its sources (and the pinned certificate, when any).
-async fn trust_bundle(server: &McpServer, ns: &str, ctx: &Context) -> Result<TrustBundle> {
+async fn trust_bundle(server: &McpServer, ns: &str, ctx: &Context) -> Result<Arc<TrustBundle>> {
     let trust: TrustSpec = server.spec.trust.clone().unwrap_or_default();
     let inputs = read_sources(server, ns, ctx).await?;
     let opts = BundleOptions {
@@ -128,7 +128,7 @@ async fn trust_bundle(server: &McpServer, ns: &str, ctx: &Context) -> Result<Tru
             )]
         })
         .unwrap_or_default();
-    let bundle = crate::pki::assemble_with_pinned(&inputs, &pinned, &opts).map_err(|e| match e {
+    let bundle = ctx.bundles.get_or_build(&inputs, &pinned, &opts).map_err(|e| match e {
         crate::pki::BundleError::EmptyBundle => Error::EmptyBundle(
             "the bundle would be empty: add spec.trust.sources or set spec.trust.includeSystemRoots: true".into(),
         ),
@@ -138,6 +138,59 @@ async fn trust_bundle(server: &McpServer, ns: &str, ctx: &Context) -> Result<Tru
         tracing::warn!(mcpserver = %format!("{ns}/{}", server.name_any()), "{w}");
     }
     Ok(bundle)
+}
+
+/// Whether the trust ConfigMap `ns/cm_name` in the cache of managed ConfigMaps already
+/// holds the bundle `bundle_sha256` as this controller writes it: the hash annotation,
+/// a truststore (`ca-bundle.p12`) annotation, `labels`, the controller owner reference to `owner_uid` (when given), and no field
+/// manager but [`FIELD_MANAGER_TRUST`] in `managedFields` (a `kubectl edit` of the data
+/// adds one, so an edit is healed by the next reconcile). `false` when unsure (no cache,
+/// not listed within 30 s, not in it): the apply is then sent.
+pub(crate) async fn trust_config_map_current(
+    ctx: &Context,
+    ns: &str,
+    cm_name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    owner_uid: Option<&str>,
+    bundle_sha256: &str,
+) -> bool {
+    let Some(store) = ctx.managed_config_maps().await else {
+        return false;
+    };
+    let Some(cm) = store.get(&kube::runtime::reflector::ObjectRef::new(cm_name).within(ns)) else {
+        return false;
+    };
+    let meta = &cm.metadata;
+    let annotation = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::inject::ANNOTATION_BUNDLE_SHA256));
+    let labels_match = labels
+        .iter()
+        .all(|(k, v)| meta.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+    let owner_matches = owner_uid.is_none_or(|uid| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == uid && r.controller == Some(true))
+    });
+    let only_ours = meta.managed_fields.as_ref().is_some_and(|fields| {
+        fields
+            .iter()
+            .all(|f| f.manager.as_deref() == Some(FIELD_MANAGER_TRUST))
+    });
+    // A ConfigMap written before ca-bundle.p12 existed lacks its annotation: rewrite it
+    // once. (Its bytes differ per process, PKCS#12 salts being random, so only its
+    // presence is compared: a restart must not rewrite every ConfigMap.)
+    let has_truststore = meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(super::build::ANNOTATION_TRUSTSTORE_SHA256));
+    annotation.map(String::as_str) == Some(bundle_sha256)
+        && has_truststore
+        && labels_match
+        && owner_matches
+        && only_ours
 }
 
 /// Loads (or creates, once) the federation CA. Creation is conflict-safe: a `create` that
@@ -497,18 +550,26 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
 
     // 1. Trust bundle.
     let mut bundle_ok = false;
-    let mut current_bundle: Option<TrustBundle> = None;
+    let mut current_bundle: Option<Arc<TrustBundle>> = None;
     match trust_bundle(&server, &ns, &ctx).await {
         Ok(bundle) => {
-            let cm = build::trust_config_map(&server, &bundle);
             let cm_name = crate::api::trust_config_map_name(&name);
-            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-            api.patch(
-                &cm_name,
-                &PatchParams::apply(FIELD_MANAGER_TRUST).force(),
-                &Patch::Apply(&cm),
-            )
-            .await?;
+            // Applied only when the cached ConfigMap does not already hold this bundle:
+            // a no-op apply is still a write the API server has to process.
+            let owner_uid = server.metadata.uid.as_deref();
+            let labels = build::labels(&name, &ns, "trust");
+            if !trust_config_map_current(&ctx, &ns, &cm_name, &labels, owner_uid, &bundle.sha256)
+                .await
+            {
+                let cm = build::trust_config_map(&server, &bundle);
+                let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+                api.patch(
+                    &cm_name,
+                    &PatchParams::apply(FIELD_MANAGER_TRUST).force(),
+                    &Patch::Apply(&cm),
+                )
+                .await?;
+            }
             desired.push(DesiredCondition::new(
                 types::TRUST_BUNDLE_READY,
                 true,
@@ -754,7 +815,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             &ns,
             &name,
             &status,
-            current_bundle.as_ref(),
+            current_bundle.as_deref(),
         ));
 
     // 4. Rotation, after the status: the webhook labels each new pod with the bundle hash it

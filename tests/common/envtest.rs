@@ -741,3 +741,52 @@ pub fn start_controller(cp: &ControlPlane, name: &str, namespace: &str) -> Super
         ],
     )
 }
+
+/// The items of `kubectl -n ns get kind -o json`; empty when kubectl fails.
+pub fn list_objects(cp: &ControlPlane, ns: &str, kind: &str) -> Vec<serde_json::Value> {
+    let out = cp.kubectl_output(&["-n", ns, "get", kind, "-o", "json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// How many McpServers in `ns` have `Ready=True`.
+pub fn ready_count(cp: &ControlPlane, ns: &str) -> usize {
+    list_objects(cp, ns, "mcps")
+        .iter()
+        .filter(|s| {
+            s["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .count()
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM`, `VmRSS`...), in KiB; 0 when unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// McpServer `server-<i>` in `ns`: streamable HTTP at `https://server-<i>.<ns>.svc:8443/mcp/`,
+/// mTLS with one client `gateway-<i>`, the system roots (the CRD's defaults).
+pub fn mtls_server(ns: &str, i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+        "metadata": {"name": format!("server-{i}"), "namespace": ns},
+        "spec": {
+            "transport": "streamable-http",
+            "endpoint": {"url": format!("https://server-{i}.{ns}.svc:8443/mcp/")},
+            "mtls": {"clients": [{"name": format!("gateway-{i}")}]},
+        },
+    })
+}

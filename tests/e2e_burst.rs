@@ -1,0 +1,383 @@
+//! The controller under a burst, on a real kube-apiserver (`tests/common/envtest.rs`):
+//!
+//! - once every McpServer is Ready, a reconcile (poked by annotating the McpServers) sends
+//!   no write to the API server (`mcptrust_api_writes_total` stays put) and changes no
+//!   resourceVersion of the trust ConfigMaps and TLS Secrets;
+//! - an operator restarted with Ready McpServers reconciles them all and sends no write;
+//! - `burst_benchmark` (ignored; `bash bench/controller-burst.sh` runs it) creates 1,000
+//!   mTLS McpServers with 8 parallel `kubectl create` and prints how long they took to be
+//!   Ready after the last create, the operator's peak RSS and its CPU afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::envtest::{
+    ControlPlane, Supervised, free_port, http_get, list_objects, metric_sum, mtls_server,
+    proc_status_kib, ready_count, start_operator, wait_until_or,
+};
+use serde_json::{Value, json};
+
+fn list(cp: &ControlPlane, ns: &str, kind: &str) -> Vec<Value> {
+    list_objects(cp, ns, kind)
+}
+
+/// `kind/name -> resourceVersion` of the ConfigMaps and Secrets in `ns`.
+fn resource_versions(cp: &ControlPlane, ns: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for kind in ["configmaps", "secrets"] {
+        for o in list(cp, ns, kind) {
+            out.insert(
+                format!("{kind}/{}", o["metadata"]["name"].as_str().unwrap_or("?")),
+                o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned(),
+            );
+        }
+    }
+    out
+}
+
+fn operator_args(op_ns: &str, admin_port: u16) -> Vec<String> {
+    [
+        "--operator-namespace",
+        op_ns,
+        "--disable-webhook",
+        "--disable-endpoint-probe",
+        "--disable-leader-election",
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn start(cp: &ControlPlane, name: &str, op_ns: &str, admin_port: u16) -> Supervised {
+    let args = operator_args(op_ns, admin_port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    start_operator(cp, name, &cp.kubeconfig, &args)
+}
+
+/// `(writes, reconciles)` from the operator's `/metrics`; `None` while it does not answer.
+fn counters(admin_port: u16) -> Option<(f64, f64)> {
+    let m = http_get(admin_port, "/metrics");
+    m.contains("mcptrust_reconciles_total").then(|| {
+        (
+            metric_sum(&m, "mcptrust_api_writes"),
+            metric_sum(&m, "mcptrust_reconciles"),
+        )
+    })
+}
+
+/// Waits until the operator's counters stay the same for `quiet`, and returns them.
+fn settle(admin_port: u16, quiet: Duration, operator: &Supervised) -> (f64, f64) {
+    let mut last = None;
+    let mut since = Instant::now();
+    wait_until_or(
+        Duration::from_secs(45),
+        "the operator to go quiet",
+        || {
+            let now = counters(admin_port);
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+            last.is_some() && since.elapsed() >= quiet
+        },
+        || operator.tail(30),
+    );
+    last.unwrap()
+}
+
+#[test]
+fn ready_servers_are_reconciled_and_restarted_without_writes() {
+    let Some(cp) = e2e!() else { return };
+    cp.install_crds();
+    let op_ns = cp.namespace("mcptrust");
+    let ns = cp.namespace("quiet");
+    const N: usize = 20;
+    let items: Vec<Value> = (0..N).map(|i| mtls_server(&ns, i)).collect();
+    let out = cp.kubectl_stdin(
+        &["create", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = free_port();
+    let mut operator = start(cp, "quiet-0", &op_ns, port);
+    wait_until_or(
+        Duration::from_secs(50),
+        "every McpServer Ready",
+        || ready_count(cp, &ns) == N,
+        || format!("{}/{N} Ready\n{}", ready_count(cp, &ns), operator.tail(30)),
+    );
+    let (writes, reconciles) = settle(port, Duration::from_secs(2), &operator);
+    // A Secret for the server and one for its client, a ConfigMap and a status each: the
+    // counter sees the writes that made them.
+    assert!(
+        writes >= (4 * N) as f64,
+        "mcptrust_api_writes_total is {writes} after creating {N} McpServers"
+    );
+    let versions = resource_versions(cp, &ns);
+    assert_eq!(versions.len(), 3 * N, "{versions:?}");
+
+    // A reconcile of every Ready McpServer: nothing to write.
+    cp.kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "mcps",
+        "--all",
+        "e2e.mcptrust.io/poke=1",
+    ]);
+    wait_until_or(
+        Duration::from_secs(30),
+        "a reconcile of every poked McpServer",
+        || counters(port).is_some_and(|(_, r)| r >= reconciles + N as f64),
+        || operator.tail(30),
+    );
+    let (after_poke, _) = settle(port, Duration::from_secs(2), &operator);
+    assert_eq!(
+        after_poke,
+        writes,
+        "re-reconciling Ready McpServers sent API writes:\n{}",
+        http_get(port, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("mcptrust_api_writes"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(resource_versions(cp, &ns), versions);
+
+    // A restart: a new process reconciles everything and writes nothing.
+    operator.stop();
+    let port = free_port();
+    let operator = start(cp, "quiet-1", &op_ns, port);
+    wait_until_or(
+        Duration::from_secs(30),
+        "the restarted operator to reconcile every McpServer",
+        || counters(port).is_some_and(|(_, r)| r >= N as f64),
+        || operator.tail(30),
+    );
+    let (writes, reconciles) = settle(port, Duration::from_secs(2), &operator);
+    assert!(reconciles >= N as f64);
+    assert_eq!(
+        writes,
+        0.0,
+        "the restarted operator sent API writes:\n{}",
+        operator.tail(30)
+    );
+    assert_eq!(resource_versions(cp, &ns), versions);
+    assert_eq!(ready_count(cp, &ns), N);
+}
+
+/// `VmHWM` and `VmRSS` of `pid` in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    (proc_status_kib(pid, "VmHWM"), proc_status_kib(pid, "VmRSS"))
+}
+
+/// `mcptrust_reconcile_duration_seconds` sum over count, from the operator's `/metrics`.
+fn mean_reconcile_secs(admin_port: u16) -> f64 {
+    let m = http_get(admin_port, "/metrics");
+    metric_sum(&m, "reconcile_duration_seconds_sum")
+        / metric_sum(&m, "reconcile_duration_seconds_count").max(1.0)
+}
+
+/// CPU seconds (user + system) `pid` used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    let hz = 100.0; // USER_HZ on Linux
+    (ticks(14).unwrap_or(0.0) + ticks(15).unwrap_or(0.0)) / hz
+}
+
+/// Creates `BURST_SERVERS` (1,000) mTLS McpServers with 8 parallel `kubectl create` and
+/// prints the time from the last create to all Ready, the operator's peak RSS, and its CPU
+/// and API writes over the 60 s after. `BURST_OPERATOR_BIN` runs another build of
+/// `mcptrust` (e.g. an earlier one, for a before/after comparison).
+#[test]
+#[ignore = "a benchmark: bash bench/controller-burst.sh"]
+fn burst_benchmark() {
+    let Some(cp) = e2e!() else { return };
+    let servers: usize = std::env::var("BURST_SERVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let workers = 8;
+    let after_secs: u64 = std::env::var("BURST_AFTER_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    cp.install_crds();
+    let op_ns = cp.namespace("mcptrust");
+    let ns = cp.namespace("burst");
+    let bin = std::env::var_os("BURST_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(common::envtest::mcptrust_bin);
+    let port = free_port();
+    let mut args = vec!["run".to_owned(), "--kubeconfig".to_owned()];
+    args.push(cp.kubeconfig.to_str().unwrap().to_owned());
+    args.extend(operator_args(&op_ns, port));
+    let operator = Supervised::start(
+        &bin,
+        &args,
+        &[("MCPTRUST_LOG", "info"), ("POD_NAME", "burst")],
+        &cp.dir.join("burst.log"),
+        None,
+    );
+    wait_until_or(
+        Duration::from_secs(60),
+        "the operator's /metrics",
+        || counters(port).is_some(),
+        || operator.tail(30),
+    );
+    let (rss_idle, _) = memory_kib(operator.pid);
+
+    // 8 files of McpServers, one `kubectl create -f` each, all at once.
+    let files: Vec<PathBuf> = (0..workers)
+        .map(|w| {
+            let items: Vec<Value> = (w..servers)
+                .step_by(workers)
+                .map(|i| mtls_server(&ns, i))
+                .collect();
+            let path = cp.dir.join(format!("burst-{w}.json"));
+            std::fs::write(
+                &path,
+                json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string(),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    let cpu_start = cpu_seconds(operator.pid);
+    let started = Instant::now();
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&cp.kubeconfig)
+                .args(["create", "-o", "name", "-f"])
+                .arg(f)
+                .env_remove("KUBECONFIG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let created = started.elapsed();
+
+    // Ready, followed with a watch (one list, then one event per change: cheap for the
+    // machine the operator shares).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ready_after = rt.block_on(async {
+        use futures::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, watcher};
+        let api: kube::Api<mcptrust::api::McpServer> =
+            kube::Api::namespaced(cp.client().await, &ns);
+        let mut events = std::pin::pin!(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+        );
+        let mut ready = std::collections::HashSet::new();
+        let wait = async {
+            while let Some(Ok(s)) = events.next().await {
+                let is_ready = s.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                let name = s.metadata.name.clone().unwrap_or_default();
+                if is_ready {
+                    ready.insert(name);
+                } else {
+                    ready.remove(&name);
+                }
+                if ready.len() == servers {
+                    return started.elapsed();
+                }
+            }
+            panic!("the watch of McpServers ended");
+        };
+        match tokio::time::timeout(Duration::from_secs(900), wait).await {
+            Ok(t) => t,
+            Err(_) => panic!("not all Ready after 900 s:\n{}", operator.tail(30)),
+        }
+    });
+    let cpu_burst = cpu_seconds(operator.pid) - cpu_start;
+    let (writes_at_ready, reconciles_at_ready) = counters(port).unwrap_or_default();
+    let cpu_ready = cpu_seconds(operator.pid);
+    std::thread::sleep(Duration::from_secs(after_secs));
+    let cpu_after = cpu_seconds(operator.pid) - cpu_ready;
+    let (writes_after, reconciles_after) = counters(port).unwrap_or_default();
+    let (hwm, rss) = memory_kib(operator.pid);
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "burst: {servers} mTLS McpServers (1 client each, system roots, no probe), {workers} parallel kubectl create"
+    );
+    println!("operator: {}", bin.display());
+    println!(
+        "  creates took                 {:>8.1} s",
+        created.as_secs_f64()
+    );
+    println!(
+        "  all Ready after last create  {:>8.1} s",
+        (ready_after - created).as_secs_f64()
+    );
+    println!("  operator CPU until all Ready {:>8.1} s", cpu_burst);
+    println!(
+        "  all Ready after first create {:>8.1} s",
+        ready_after.as_secs_f64()
+    );
+    println!("  reconciles until all Ready   {reconciles_at_ready:>8}");
+    println!(
+        "  mean reconcile duration      {:>8.3} s",
+        mean_reconcile_secs(port)
+    );
+    println!("  RSS idle before the burst    {:>8.1} MiB", mib(rss_idle));
+    println!("  peak RSS (VmHWM)             {:>8.1} MiB", mib(hwm));
+    println!(
+        "  RSS {after_secs} s after all Ready     {:>8.1} MiB",
+        mib(rss)
+    );
+    println!(
+        "  CPU over the {after_secs} s after       {:>8.2} % of a core",
+        100.0 * cpu_after / after_secs as f64
+    );
+    println!(
+        "  reconciles / API writes in those {after_secs} s: {} / {}",
+        reconciles_after - reconciles_at_ready,
+        if writes_at_ready == 0.0 && writes_after == 0.0 {
+            "n/a (no mcptrust_api_writes_total)".to_owned()
+        } else {
+            (writes_after - writes_at_ready).to_string()
+        }
+    );
+}
