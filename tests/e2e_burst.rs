@@ -96,10 +96,9 @@ fn settle(admin_port: u16, quiet: Duration, operator: &Supervised) -> (f64, f64)
 
 #[test]
 fn ready_servers_are_reconciled_and_restarted_without_writes() {
-    let Some(cp) = e2e!() else { return };
-    cp.install_crds();
-    let op_ns = cp.namespace("mcptrust");
-    let ns = cp.namespace("quiet");
+    let Some((cp, op_ns, ns)) = common::envtest::with_operator_namespaces("quiet") else {
+        return;
+    };
     const N: usize = 20;
     let items: Vec<Value> = (0..N).map(|i| mtls_server(&ns, i)).collect();
     let out = cp.kubectl_stdin(

@@ -33,10 +33,9 @@ fn keys(cp: &ControlPlane, ns: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn api_server_and_etcd_restart_mid_reconcile() {
-    let Some(cp) = e2e!() else { return };
-    cp.install_crds();
-    let op_ns = cp.namespace("mcptrust");
-    let ns = cp.namespace("agents");
+    let Some((cp, op_ns, ns)) = common::envtest::with_operator_namespaces("agents") else {
+        return;
+    };
     let items: Vec<Value> = (0..SERVERS).map(|i| mtls_server(&ns, i)).collect();
     let list_doc = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let operator = start_controller(cp, "faults-0", &op_ns);

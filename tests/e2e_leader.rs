@@ -61,10 +61,9 @@ fn stdio_server(cp: &ControlPlane, ns: &str, name: &str) {
 
 #[test]
 fn standby_takes_over_within_three_seconds_of_a_release() {
-    let Some(cp) = e2e!() else { return };
-    cp.install_crds();
-    let op_ns = cp.namespace("mcptrust");
-    let app = cp.namespace("agents");
+    let Some((cp, op_ns, app)) = common::envtest::with_operator_namespaces("agents") else {
+        return;
+    };
     let start = |name: &str| start_controller(cp, name, &op_ns);
     let a = start("replica-a");
     let b = start("replica-b");

@@ -714,79 +714,19 @@ fn every_runtime_trusts_the_bundle_and_uses_the_proxy() {
         never_proxies_loopback: loopback,
     };
     let curl = which("curl", &t.path).unwrap();
+    // name, program, arguments, the CA variable it reads, honours NO_PROXY CIDRs, never
+    // proxies loopback.
+    #[rustfmt::skip]
     let clients = [
-        client(
-            "curl",
-            curl,
-            &["-sS", "--fail", "--max-time", "30"],
-            "CURL_CA_BUNDLE",
-            true,
-            false,
-        ),
-        client(
-            "python-urllib",
-            t.python.clone(),
-            &[&py, "urllib"],
-            "SSL_CERT_FILE",
-            false,
-            false,
-        ),
-        client(
-            "python-requests",
-            t.python.clone(),
-            &[&py, "requests"],
-            "REQUESTS_CA_BUNDLE",
-            true,
-            false,
-        ),
-        client(
-            "python-httpx",
-            t.python.clone(),
-            &[&py, "httpx"],
-            "SSL_CERT_FILE",
-            false,
-            false,
-        ),
-        client(
-            "node-fetch",
-            t.node24.clone(),
-            &[&mjs, "fetch"],
-            "NODE_EXTRA_CA_CERTS",
-            false,
-            false,
-        ),
-        client(
-            "node-https",
-            t.node24.clone(),
-            &[&mjs, "https"],
-            "NODE_EXTRA_CA_CERTS",
-            false,
-            false,
-        ),
-        client(
-            "java-httpclient",
-            t.java.clone(),
-            &["-cp", &cp, "Client", "httpclient"],
-            "JAVA_TOOL_OPTIONS",
-            true,
-            true,
-        ),
-        client(
-            "java-urlconnection",
-            t.java.clone(),
-            &["-cp", &cp, "Client", "urlconnection"],
-            "JAVA_TOOL_OPTIONS",
-            true,
-            true,
-        ),
-        client(
-            "go-net-http",
-            bin.join("goclient"),
-            &[],
-            "SSL_CERT_FILE",
-            true,
-            true,
-        ),
+        client("curl", curl, &["-sS", "--fail", "--max-time", "30"], "CURL_CA_BUNDLE", true, false),
+        client("python-urllib", t.python.clone(), &[&py, "urllib"], "SSL_CERT_FILE", false, false),
+        client("python-requests", t.python.clone(), &[&py, "requests"], "REQUESTS_CA_BUNDLE", true, false),
+        client("python-httpx", t.python.clone(), &[&py, "httpx"], "SSL_CERT_FILE", false, false),
+        client("node-fetch", t.node24.clone(), &[&mjs, "fetch"], "NODE_EXTRA_CA_CERTS", false, false),
+        client("node-https", t.node24.clone(), &[&mjs, "https"], "NODE_EXTRA_CA_CERTS", false, false),
+        client("java-httpclient", t.java.clone(), &["-cp", &cp, "Client", "httpclient"], "JAVA_TOOL_OPTIONS", true, true),
+        client("java-urlconnection", t.java.clone(), &["-cp", &cp, "Client", "urlconnection"], "JAVA_TOOL_OPTIONS", true, true),
+        client("go-net-http", bin.join("goclient"), &[], "SSL_CERT_FILE", true, true),
     ];
 
     let started = Instant::now();
@@ -803,29 +743,37 @@ fn every_runtime_trusts_the_bundle_and_uses_the_proxy() {
             runner.run(env, &c.program, &a)
         };
 
+        // A request to `url` + `path` that must succeed and reach the origin through the
+        // proxy; `None`, or what went wrong (`rule` says what was expected).
+        let proxied = |env: &Env, url: &str, path: &str, rule: &str| {
+            let out = go(env, &format!("{url}{path}"));
+            let seen = runner.seen(path);
+            (!(out.status.success() && seen.len() == 1 && seen[0].via_proxy)).then(|| {
+                format!(
+                    "{}: {rule}; origin saw {seen:?}; {}",
+                    c.name,
+                    describe(&out)
+                )
+            })
+        };
+
         // 1. Whole env: through the proxy, trusted.
-        let path = format!("/t/{}/proxied", c.name);
-        let out = go(&env, &format!("{base}{path}"));
-        let seen = runner.seen(&path);
-        if !(out.status.success() && seen.len() == 1 && seen[0].via_proxy) {
-            failures.push(format!(
-                "{}: with the env block it must reach the origin through the proxy; origin saw {seen:?}; {}",
-                c.name,
-                describe(&out)
-            ));
-        }
+        failures.extend(proxied(
+            &env,
+            &base,
+            &format!("/t/{}/proxied", c.name),
+            "with the env block it must reach the origin through the proxy",
+        ));
         // 1b. The proxy env and the one CA variable this client is documented to read.
-        let path = format!("/t/{}/only-{}", c.name, c.ca_var);
-        let out = go(&only_ca(&env, &no_ca, c.ca_var), &format!("{base}{path}"));
-        let seen = runner.seen(&path);
-        if !(out.status.success() && seen.len() == 1 && seen[0].via_proxy) {
-            failures.push(format!(
-                "{}: with the proxy env and {} alone it must reach the origin through the proxy; origin saw {seen:?}; {}",
-                c.name,
-                c.ca_var,
-                describe(&out)
-            ));
-        }
+        failures.extend(proxied(
+            &only_ca(&env, &no_ca, c.ca_var),
+            &base,
+            &format!("/t/{}/only-{}", c.name, c.ca_var),
+            &format!(
+                "with the proxy env and {} alone it must reach the origin through the proxy",
+                c.ca_var
+            ),
+        ));
         // 2. Proxy env without the CA env: the client rejects mitmproxy's certificate.
         let path = format!("/t/{}/no-ca", c.name);
         let out = go(&no_ca, &format!("{base}{path}"));
@@ -864,16 +812,12 @@ fn every_runtime_trusts_the_bundle_and_uses_the_proxy() {
                 runner.clear();
                 continue;
             }
-            let path = format!("/t/{}/control", c.name);
-            let out = go(&no_bypass, &format!("{url}{path}"));
-            let seen = runner.seen(&path);
-            if !(out.status.success() && seen.len() == 1 && seen[0].via_proxy) {
-                failures.push(format!(
-                    "{}: without NO_PROXY, {case} ({url}) must go through the proxy; origin saw {seen:?}; {}",
-                    c.name,
-                    describe(&out)
-                ));
-            }
+            failures.extend(proxied(
+                &no_bypass,
+                url,
+                &format!("/t/{}/control", c.name),
+                &format!("without NO_PROXY, {case} ({url}) must go through the proxy"),
+            ));
             runner.clear();
         }
         runner.clear();
@@ -1073,18 +1017,7 @@ fn java_reads_the_pkcs12_truststore() {
         );
 
         let classes = work.path().join("classes");
-        check(
-            &Command::new(&t.javac)
-                .arg("-d")
-                .arg(&classes)
-                .arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/tests/fixtures/runtimes/TrustStoreCheck.java"
-                ))
-                .output()
-                .unwrap(),
-            "javac TrustStoreCheck.java",
-        );
+        javac(&t.javac, &classes, "TrustStoreCheck");
         let out = Command::new(&t.java)
             .arg("-cp")
             .arg(&classes)
@@ -1123,18 +1056,7 @@ fn java_proxy_selector_follows_the_injected_options() {
     let env = injected_env(work.path(), Some(&sandbox));
     let java_options = get(&env, "JAVA_TOOL_OPTIONS").expect("JAVA_TOOL_OPTIONS");
     let classes = work.path().join("classes");
-    check(
-        &Command::new(&t.javac)
-            .arg("-d")
-            .arg(&classes)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/runtimes/ProxyCheck.java"
-            ))
-            .output()
-            .unwrap(),
-        "javac ProxyCheck.java",
-    );
+    javac(&t.javac, &classes, "ProxyCheck");
     let cases = [
         ("https://10.244.3.4/", false),             // pod CIDR /16 -> 10.244.*
         ("https://10.100.7.8/", false),             // Service CIDR /12 -> 10.96.* .. 10.111.*
@@ -1171,4 +1093,20 @@ fn java_proxy_selector_follows_the_injected_options() {
             assert!(line.ends_with(" DIRECT"), "{line}");
         }
     }
+}
+
+/// Compiles `tests/fixtures/runtimes/<class>.java` into `classes` with `javac`.
+fn javac(javac: &Path, classes: &Path, class: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/runtimes")
+        .join(format!("{class}.java"));
+    check(
+        &Command::new(javac)
+            .arg("-d")
+            .arg(classes)
+            .arg(source)
+            .output()
+            .unwrap(),
+        &format!("javac {class}.java"),
+    );
 }

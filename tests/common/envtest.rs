@@ -790,3 +790,11 @@ pub fn mtls_server(ns: &str, i: usize) -> serde_json::Value {
         },
     })
 }
+
+/// The binary's control plane with the CRDs installed, a namespace for the operator
+/// (`mcptrust`) and one for the McpServers (`app`); `None` when e2e tests are skipped.
+pub fn with_operator_namespaces(app: &str) -> Option<(&'static ControlPlane, String, String)> {
+    let cp = control_plane()?;
+    cp.install_crds();
+    Some((cp, cp.namespace("mcptrust"), cp.namespace(app)))
+}
