@@ -9,7 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::envtest::{ControlPlane, start_controller, wait_until};
+use common::envtest::{
+    ControlPlane, free_port, http_get, metric_sum, start_controller_on, wait_until,
+};
 use serde_json::Value;
 
 fn holder(cp: &ControlPlane, ns: &str) -> Option<String> {
@@ -64,9 +66,22 @@ fn standby_takes_over_within_three_seconds_of_a_release() {
     let Some((cp, op_ns, app)) = common::envtest::with_operator_namespaces("agents") else {
         return;
     };
-    let start = |name: &str| start_controller(cp, name, &op_ns);
-    let a = start("replica-a");
-    let b = start("replica-b");
+    let ports = [("replica-a", free_port()), ("replica-b", free_port())];
+    let start = |(name, port): (&str, u16)| start_controller_on(cp, name, &op_ns, port);
+    let a = start(ports[0]);
+    let b = start(ports[1]);
+    let metrics = |name: &str| {
+        let port = ports.iter().find(|(n, _)| *n == name).unwrap().1;
+        http_get(port, "/metrics")
+    };
+    // Per-McpServer series of `server` in a scrape (its condition gauges).
+    let series_of = |scrape: &str, server: &str| {
+        scrape
+            .lines()
+            .filter(|l| l.starts_with("mcptrust_mcpserver_status_condition{"))
+            .filter(|l| l.contains(&format!("name=\"{server}\"")))
+            .count()
+    };
     let mut first = None;
     wait_until(Duration::from_secs(60), "a leader", || {
         first = holder(cp, &op_ns);
@@ -82,6 +97,32 @@ fn standby_takes_over_within_three_seconds_of_a_release() {
     } else {
         (b, a, "replica-a")
     };
+    // Only the leader reports per-McpServer series; the standby says it is not leading.
+    let mut leading = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the leader's series of `before`",
+        || {
+            leading = metrics(&leader);
+            series_of(&leading, "before") > 0
+        },
+    );
+    assert_eq!(
+        metric_sum(&leading, "mcptrust_controller_leader"),
+        1.0,
+        "{leading}"
+    );
+    let waiting = metrics(standby_name);
+    assert_eq!(
+        metric_sum(&waiting, "mcptrust_controller_leader"),
+        0.0,
+        "{waiting}"
+    );
+    assert_eq!(
+        series_of(&waiting, "before"),
+        0,
+        "a standby reported per-McpServer series:\n{waiting}"
+    );
     // Let the standby settle into waiting (its first attempts are over).
     std::thread::sleep(Duration::from_secs(3));
 
@@ -107,6 +148,13 @@ fn standby_takes_over_within_three_seconds_of_a_release() {
         ready(cp, &app, "after")
     });
     let writes = sigterm.elapsed();
+    // The new leader reports the series of every McpServer, the old leader's included.
+    let mut now_leading = String::new();
+    wait_until(Duration::from_secs(30), "the new leader's series", || {
+        now_leading = metrics(standby_name);
+        series_of(&now_leading, "before") > 0 && series_of(&now_leading, "after") > 0
+    });
+    assert_eq!(metric_sum(&now_leading, "mcptrust_controller_leader"), 1.0);
     eprintln!(
         "leader election: SIGTERM to {leader}; {standby_name} held the Lease after {} ms and had written status after {} ms",
         takeover.as_millis(),

@@ -727,6 +727,16 @@ pub fn forbidden_lines(log: &Path) -> Vec<String> {
 /// Service names do not resolve) with admin rights, its operator namespace `namespace` and
 /// its admin port on a free loopback port.
 pub fn start_controller(cp: &ControlPlane, name: &str, namespace: &str) -> Supervised {
+    start_controller_on(cp, name, namespace, free_port())
+}
+
+/// [`start_controller`] with its admin port (`/metrics`) on `127.0.0.1:admin_port`.
+pub fn start_controller_on(
+    cp: &ControlPlane,
+    name: &str,
+    namespace: &str,
+    admin_port: u16,
+) -> Supervised {
     start_operator(
         cp,
         name,
@@ -737,7 +747,7 @@ pub fn start_controller(cp: &ControlPlane, name: &str, namespace: &str) -> Super
             "--disable-webhook",
             "--disable-endpoint-probe",
             "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{admin_port}"),
         ],
     )
 }
