@@ -225,13 +225,16 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
 
     // Server certificate.
     api.expect(Method::GET, SERVER_TLS, &[]).await.not_found();
+    // A new Secret is created (POST: cheaper for the API server than an apply), with the
+    // field manager; renewals are applies.
     let srv = api
         .expect(
-            Method::PATCH,
-            SERVER_TLS,
-            &["fieldManager=mcptrust-certificates", "force=true"],
+            Method::POST,
+            "/api/v1/namespaces/agents/secrets",
+            &["fieldManager=mcptrust-certificates"],
         )
         .await;
+    assert_eq!(srv.body["metadata"]["name"], "github-server-tls");
     assert_eq!(srv.body["type"], "kubernetes.io/tls");
     assert_eq!(srv.body["metadata"]["ownerReferences"][0]["name"], "github");
     let (dns, ips, eku) = leaf_info(&decode(&srv.body, "tls.crt"));
@@ -269,11 +272,15 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
     .not_found();
     let cli = api
         .expect(
-            Method::PATCH,
-            "/api/v1/namespaces/gateway/secrets/github-agents-mcpgateway-client-tls",
+            Method::POST,
+            "/api/v1/namespaces/gateway/secrets",
             &["fieldManager=mcptrust-certificates"],
         )
         .await;
+    assert_eq!(
+        cli.body["metadata"]["name"],
+        "github-agents-mcpgateway-client-tls"
+    );
     assert!(cli.body["metadata"].get("ownerReferences").is_none());
     assert_eq!(
         cli.body["metadata"]["labels"]["mcptrust.io/mcpserver-namespace"],
@@ -758,7 +765,9 @@ async fn federation_ca_race_reads_the_winner() {
         .await
         .ok(&ca_secret(&fed));
     api.expect(Method::GET, SERVER_TLS, &[]).await.not_found();
-    let srv = api.expect(Method::PATCH, SERVER_TLS, &[]).await;
+    let srv = api
+        .expect(Method::POST, "/api/v1/namespaces/agents/secrets", &[])
+        .await;
     assert_eq!(
         String::from_utf8(decode(&srv.body, "ca.crt")).expect("utf8"),
         fed.cert_pem,

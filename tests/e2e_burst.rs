@@ -177,6 +177,8 @@ fn ready_servers_are_reconciled_and_restarted_without_writes() {
     );
     assert_eq!(resource_versions(cp, &ns), versions);
     assert_eq!(ready_count(cp, &ns), N);
+
+    secrets_changed_behind_the_operators_back_are_reissued(cp, &ns, &operator, N);
 }
 
 /// `VmHWM` and `VmRSS` of `pid` in KiB.
@@ -204,6 +206,81 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(14).unwrap_or(0.0) + ticks(15).unwrap_or(0.0)) / hz
 }
 
+/// One row of the API server's own request metrics: `(verb, resource[/subresource])` ->
+/// (requests, seconds spent serving them, response bytes), from
+/// `apiserver_request_duration_seconds_{sum,count}` and `apiserver_response_sizes_sum` of
+/// `GET /metrics` (the kube-apiserver's Prometheus exposition). WATCH requests are left
+/// out: their duration is how long they stayed open.
+type ApiProfile = BTreeMap<(String, String), (f64, f64, f64)>;
+
+fn api_profile(cp: &ControlPlane) -> ApiProfile {
+    let text = cp.kubectl(&["get", "--raw", "/metrics"]);
+    let label = |labels: &str, key: &str| {
+        labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+            .map(|v| v.trim_end_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    let mut out = ApiProfile::new();
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let slot = match name {
+            "apiserver_request_duration_seconds_count" => 0,
+            "apiserver_request_duration_seconds_sum" => 1,
+            "apiserver_response_sizes_sum" => 2,
+            _ => continue,
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let verb = label(labels, "verb");
+        if verb == "WATCH" || verb == "CONNECT" {
+            continue;
+        }
+        let mut resource = label(labels, "resource");
+        let sub = label(labels, "subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        let v: f64 = value.trim().parse().unwrap_or(0.0);
+        let e = out.entry((verb, resource)).or_default();
+        match slot {
+            0 => e.0 += v,
+            1 => e.1 += v,
+            _ => e.2 += v,
+        }
+    }
+    out
+}
+
+/// Prints `after - before` of two [`api_profile`]s, the rows that took the most time first.
+fn print_api_profile(before: &ApiProfile, after: &ApiProfile) {
+    let mut rows: Vec<_> = after
+        .iter()
+        .map(|(k, a)| {
+            let b = before.get(k).copied().unwrap_or_default();
+            (k, a.0 - b.0, a.1 - b.1, a.2 - b.2)
+        })
+        .filter(|r| r.1 > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("  API server requests (excluding watches), by time spent serving them:");
+    println!(
+        "    {:<7} {:<26} {:>7} {:>9} {:>8} {:>10}",
+        "verb", "resource", "count", "total s", "mean ms", "resp. KiB"
+    );
+    for ((verb, resource), n, secs, bytes) in rows.iter().take(12) {
+        println!(
+            "    {verb:<7} {resource:<26} {n:>7} {secs:>9.2} {:>8.2} {:>10.0}",
+            1000.0 * secs / n.max(1.0),
+            bytes / 1024.0
+        );
+    }
+}
+
 /// Creates `BURST_SERVERS` (1,000) mTLS McpServers with 8 parallel `kubectl create` and
 /// prints the time from the last create to all Ready, the operator's peak RSS, and its CPU
 /// and API writes over the 60 s after. `BURST_OPERATOR_BIN` runs another build of
@@ -227,17 +304,24 @@ fn burst_benchmark() {
     let bin = std::env::var_os("BURST_OPERATOR_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(common::envtest::mcptrust_bin);
+    let concurrency = std::env::var("BURST_CONCURRENCY").ok();
+    let launch = |port: u16, log: &str| {
+        let mut args = vec!["run".to_owned(), "--kubeconfig".to_owned()];
+        args.push(cp.kubeconfig.to_str().unwrap().to_owned());
+        args.extend(operator_args(&op_ns, port));
+        if let Some(n) = &concurrency {
+            args.extend(["--reconcile-concurrency".to_owned(), n.clone()]);
+        }
+        Supervised::start(
+            &bin,
+            &args,
+            &[("MCPTRUST_LOG", "info"), ("POD_NAME", "burst")],
+            &cp.dir.join(log),
+            None,
+        )
+    };
     let port = free_port();
-    let mut args = vec!["run".to_owned(), "--kubeconfig".to_owned()];
-    args.push(cp.kubeconfig.to_str().unwrap().to_owned());
-    args.extend(operator_args(&op_ns, port));
-    let operator = Supervised::start(
-        &bin,
-        &args,
-        &[("MCPTRUST_LOG", "info"), ("POD_NAME", "burst")],
-        &cp.dir.join("burst.log"),
-        None,
-    );
+    let mut operator = launch(port, "burst.log");
     wait_until_or(
         Duration::from_secs(60),
         "the operator's /metrics",
@@ -262,6 +346,11 @@ fn burst_benchmark() {
             path
         })
         .collect();
+    let (api_pid, etcd_pid) = cp.pids();
+    let control_cpu =
+        || api_pid.map(cpu_seconds).unwrap_or(0.0) + etcd_pid.map(cpu_seconds).unwrap_or(0.0);
+    let profile_start = api_profile(cp);
+    let control_start = control_cpu();
     let cpu_start = cpu_seconds(operator.pid);
     let started = Instant::now();
     let children: Vec<_> = files
@@ -331,6 +420,8 @@ fn burst_benchmark() {
         }
     });
     let cpu_burst = cpu_seconds(operator.pid) - cpu_start;
+    let control_burst = control_cpu() - control_start;
+    let profile_ready = api_profile(cp);
     let (writes_at_ready, reconciles_at_ready) = counters(port).unwrap_or_default();
     let cpu_ready = cpu_seconds(operator.pid);
     std::thread::sleep(Duration::from_secs(after_secs));
@@ -341,7 +432,11 @@ fn burst_benchmark() {
     println!(
         "burst: {servers} mTLS McpServers (1 client each, system roots, no probe), {workers} parallel kubectl create"
     );
-    println!("operator: {}", bin.display());
+    println!(
+        "operator: {} (--reconcile-concurrency {})",
+        bin.display(),
+        concurrency.as_deref().unwrap_or("default")
+    );
     println!(
         "  creates took                 {:>8.1} s",
         created.as_secs_f64()
@@ -351,6 +446,10 @@ fn burst_benchmark() {
         (ready_after - created).as_secs_f64()
     );
     println!("  operator CPU until all Ready {:>8.1} s", cpu_burst);
+    println!(
+        "  kube-apiserver + etcd CPU    {:>8.1} s (same interval, includes the creates)",
+        control_burst
+    );
     println!(
         "  all Ready after first create {:>8.1} s",
         ready_after.as_secs_f64()
@@ -379,4 +478,133 @@ fn burst_benchmark() {
             (writes_after - writes_at_ready).to_string()
         }
     );
+    print_api_profile(&profile_start, &profile_ready);
+
+    // A restart with every McpServer Ready: a new process lists everything, reconciles
+    // each McpServer once, and must write nothing.
+    operator.stop();
+    let port = free_port();
+    let restarted_at = Instant::now();
+    let operator = launch(port, "burst-restart.log");
+    wait_until_or(
+        Duration::from_secs(60),
+        "the restarted operator's /metrics",
+        || counters(port).is_some(),
+        || operator.tail(30),
+    );
+    wait_until_or(
+        Duration::from_secs(300),
+        "the restarted operator to reconcile every McpServer",
+        || counters(port).is_some_and(|(_, r)| r >= servers as f64),
+        || operator.tail(30),
+    );
+    let reconciled_after = restarted_at.elapsed();
+    let (writes, reconciles) = settle(port, Duration::from_secs(5), &operator);
+    let (hwm, rss) = memory_kib(operator.pid);
+    println!("restart with {servers} Ready McpServers:");
+    println!(
+        "  every McpServer reconciled   {:>8.1} s after the start",
+        reconciled_after.as_secs_f64()
+    );
+    println!("  reconciles / API writes      {reconciles:>8} / {writes}");
+    println!(
+        "  peak RSS (VmHWM) / RSS       {:>8.1} / {:.1} MiB",
+        mib(hwm),
+        mib(rss)
+    );
+}
+
+/// `status.<path>` of McpServer `name` (a JSONPath such as `.serverCertificate.sha256`).
+fn status_field(cp: &ControlPlane, ns: &str, name: &str, path: &str) -> String {
+    cp.kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "mcpserver",
+        name,
+        "-o",
+        &format!("jsonpath={{.status{path}}}"),
+    ])
+}
+
+/// The operator skips reading a TLS Secret whose `resourceVersion` in its metadata cache is
+/// the one it last checked, and creates without reading one its cache does not hold: a
+/// Secret deleted, or edited into an invalid certificate, behind its back must still be
+/// noticed and reissued, and the status must follow. `operator` (admin port `port`) runs,
+/// and the McpServers `server-0` and `server-1` in `ns` are Ready.
+fn secrets_changed_behind_the_operators_back_are_reissued(
+    cp: &ControlPlane,
+    ns: &str,
+    operator: &Supervised,
+    n: usize,
+) {
+    let ns = ns.to_owned();
+    let server_sha = status_field(cp, &ns, "server-0", ".serverCertificate.sha256");
+    let client_secret = status_field(cp, &ns, "server-1", ".clientCertificates[0].secretName");
+    let client_sha = status_field(cp, &ns, "server-1", ".clientCertificates[0].sha256");
+    assert_eq!(server_sha.len(), 64, "{server_sha:?}");
+    assert!(!client_secret.is_empty());
+
+    // server-0's serving certificate edited into garbage: the operator reads it again
+    // (its resourceVersion moved), finds it invalid and reissues it.
+    cp.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "secret",
+        "server-0-server-tls",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"tls.crt":"bm90IGEgY2VydGlmaWNhdGU="}}"#,
+    ]);
+    // server-1's client Secret deleted: the operator, its cache empty of it, issues anew.
+    cp.kubectl(&["-n", &ns, "delete", "secret", &client_secret]);
+    wait_until_or(
+        Duration::from_secs(30),
+        "both certificates reissued and the status updated",
+        || {
+            status_field(cp, &ns, "server-0", ".serverCertificate.sha256") != server_sha
+                && status_field(cp, &ns, "server-1", ".clientCertificates[0].sha256") != client_sha
+        },
+        || operator.tail(30),
+    );
+    // The Secrets hold what the status says.
+    for (name, secret, path) in [
+        (
+            "server-0",
+            "server-0-server-tls".to_owned(),
+            ".serverCertificate.sha256",
+        ),
+        (
+            "server-1",
+            client_secret.clone(),
+            ".clientCertificates[0].sha256",
+        ),
+    ] {
+        let pem = cp.kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "secret",
+            &secret,
+            "-o",
+            "jsonpath={.data.tls\\.crt}",
+        ]);
+        use base64::Engine as _;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(pem.trim())
+            .unwrap();
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .expect("a certificate")
+            .unwrap();
+        let sha: String = ring::digest::digest(&ring::digest::SHA256, &der)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sha, status_field(cp, &ns, name, path), "{secret}");
+    }
+    assert_eq!(ready_count(cp, &ns), n);
 }

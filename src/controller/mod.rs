@@ -184,6 +184,12 @@ pub struct Context {
     /// The managed ConfigMaps (metadata only) while [`run`] runs: a trust ConfigMap that
     /// already holds the bundle is not applied again.
     pub(crate) managed_config_maps: Mutex<Option<Store<PartialObjectMeta<ConfigMap>>>>,
+    /// The managed Secrets (metadata only) while [`run`] runs: with
+    /// [`Context::certificates`], a TLS Secret unchanged since this process last read or
+    /// wrote it is not read again.
+    pub(crate) managed_secrets: Mutex<Option<Store<PartialObjectMeta<Secret>>>>,
+    /// What this process last found valid in each TLS Secret (`(namespace, name)` key).
+    pub(crate) certificates: Mutex<HashMap<(String, String), reconcile::CertRecord>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -215,8 +221,16 @@ impl Context {
             ca: tokio::sync::Mutex::new(None),
             bundles: bundles::BundleCache::default(),
             managed_config_maps: Mutex::new(None),
+            managed_secrets: Mutex::new(None),
+            certificates: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cache of managed Secrets' metadata, once it has listed them (`None` outside
+    /// [`run`], or when it has not listed within 30 s).
+    pub(crate) async fn managed_secrets(&self) -> Option<Store<PartialObjectMeta<Secret>>> {
+        listed(&self.managed_secrets).await
     }
 
     /// Sets how many McpServers [`run`] reconciles at once (0 is taken as 1).
@@ -227,18 +241,7 @@ impl Context {
 
     /// The cache of managed ConfigMaps, once it has listed them (`None` outside [`run`]).
     pub(crate) async fn managed_config_maps(&self) -> Option<Store<PartialObjectMeta<ConfigMap>>> {
-        let store = self
-            .managed_config_maps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
-        // Not listed yet (a restart): wait, so that nothing is written only for want of
-        // a cache; never wait forever on a watch that cannot list.
-        tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready())
-            .await
-            .ok()?
-            .ok()?;
-        Some(store)
+        listed(&self.managed_config_maps).await
     }
 
     /// Replaces the prober (tests).
@@ -324,6 +327,22 @@ impl Context {
     }
 }
 
+/// The store in `slot` once it has listed its objects; `None` when there is none or it has
+/// not listed within 30 s. Not listed yet (a restart): wait, so that nothing is written
+/// only for want of a cache; never wait forever on a watch that cannot list.
+async fn listed<K>(slot: &Mutex<Option<Store<K>>>) -> Option<Store<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let store = slot.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+    tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready())
+        .await
+        .ok()?
+        .ok()?;
+    Some(store)
+}
+
 /// The federation CA Secret (`kubernetes.io/tls` with `tls.crt`, `tls.key` and `ca.crt`).
 pub fn build_ca_secret(cfg: &ControllerConfig, ca: &CertificateAuthority) -> Secret {
     Secret {
@@ -398,14 +417,20 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    // The McpServers, cached without what no reconcile reads (managedFields, kubectl's
+    // last-applied copy of the spec): a third of each object's memory.
     let servers: Api<McpServer> = Api::all(client.clone());
-    let controller = Controller::new(servers, watcher::Config::default().any_semantic())
-        .with_config(
-            RuntimeConfig::default()
-                .concurrency(ctx.reconcile_concurrency.max(1))
-                .debounce(RECONCILE_DEBOUNCE),
-        );
-    let store = controller.store();
+    let (store, server_writer) = reflector::store();
+    let server_stream = reflector(
+        server_writer,
+        watcher(servers, watcher::Config::default().any_semantic()).modify(slim_server),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(server_stream, store.clone()).with_config(
+        RuntimeConfig::default()
+            .concurrency(ctx.reconcile_concurrency.max(1))
+            .debounce(RECONCILE_DEBOUNCE),
+    );
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",
         build::LABEL_MANAGED_BY,
@@ -413,6 +438,7 @@ pub async fn run(
     ));
     let store_cm = store.clone();
     let store_secret = store.clone();
+    let store_managed = store.clone();
     let metrics = ctx.metrics.clone();
     metrics.set_leader(true);
     let pruner = {
@@ -431,43 +457,62 @@ pub async fn run(
             }
         }
     };
-    // The managed ConfigMaps' metadata, for the reconciles to compare with (a second watch
-    // of the same objects as the controller's trigger below: kube-runtime shares a
-    // reflector with a controller only behind an unstable feature).
+    // The managed ConfigMaps' metadata: one watch that both triggers reconciles and fills
+    // the cache the reconciles compare with (managedFields kept as manager names only).
     let (cm_store, cm_writer) = reflector::store();
-    let cm_reflector = reflector(
+    let cm_stream = reflector(
         cm_writer,
         watcher(
             Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
             managed.clone(),
-        ),
+        )
+        .modify(slim_managed),
     )
-    .default_backoff()
-    .for_each(|_| async {});
+    .touched_objects();
     *ctx.managed_config_maps
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = Some(cm_store);
+    // The managed Secrets' metadata, likewise: a trigger and a cache.
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_stream = reflector(
+        secret_writer,
+        watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            managed,
+        )
+        .modify(slim_secret),
+    )
+    .touched_objects();
+    *ctx.managed_secrets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(secret_store);
     // Api<PartialObjectMeta<K>> makes metadata-only list/watch requests.
     let ctx_run = ctx.clone();
     let controller = controller
-        .watches(
-            Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-            managed.clone(),
-            |o| managed_to_server(&o),
-        )
-        .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            managed,
-            |o| managed_to_server(&o),
-        )
-        .watches(
-            Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(cm_stream, move |o| {
+            // A managed ConfigMap may also be named as another McpServer's trust source.
+            let mut refs = sources_to_servers(&store_managed, &o, true);
+            refs.extend(managed_to_server(&o));
+            refs
+        })
+        .watches_stream(secret_stream, |o| managed_to_server(&o))
+        .watches_stream(
+            // Every ConfigMap may be a trust source, but not the ones mcptrust writes.
+            metadata(
+                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+                watcher::Config::default().labels(&format!(
+                    "{}!={}",
+                    build::LABEL_MANAGED_BY,
+                    build::MANAGED_BY
+                )),
+            ),
             move |o| sources_to_servers(&store_cm, &o, true),
         )
-        .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default().labels(&format!("{LABEL_TRUST_SOURCE}=true")),
+        .watches_stream(
+            metadata(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default().labels(&format!("{LABEL_TRUST_SOURCE}=true")),
+            ),
             move |o| sources_to_servers(&store_secret, &o, false),
         )
         .graceful_shutdown_on(shutdown)
@@ -480,12 +525,70 @@ pub async fn run(
     tokio::select! {
         () = controller => {},
         () = pruner => {},
-        () = cm_reflector => {},
     }
     *ctx.managed_config_maps
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = None;
+    *ctx.managed_secrets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = None;
+    ctx.certificates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     metrics.set_leader(false);
+}
+
+/// A metadata-only watch of `api` as a trigger stream, each object slimmed by
+/// [`slim_managed`].
+fn metadata<K>(
+    api: Api<PartialObjectMeta<K>>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>>
++ Send
++ 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(api, config).modify(slim_managed).touched_objects()
+}
+
+/// Drops from a cached McpServer what no reconcile reads: `managedFields` and kubectl's
+/// `kubectl.kubernetes.io/last-applied-configuration` (a copy of the whole spec). The
+/// optimization kube-rs recommends for reflector caches
+/// (<https://kube.rs/controllers/optimization/>).
+fn slim_server(server: &mut McpServer) {
+    server.managed_fields_mut().clear();
+    server
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Keeps of a watched object's `managedFields` only the manager names (what
+/// [`reconcile::trust_config_map_cached`] reads), dropping the field sets.
+fn slim_managed<K: Resource>(obj: &mut K) {
+    for entry in obj.meta_mut().managed_fields.iter_mut().flatten() {
+        entry.fields_v1 = None;
+        entry.time = None;
+    }
+    obj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Keeps of a managed Secret's metadata only what the reconciles read from the cache: its
+/// name, namespace and `resourceVersion`, and the two labels that name its McpServer
+/// ([`managed_to_server`]). 2,000 Secrets for 1,000 mTLS McpServers.
+fn slim_secret(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut secret.metadata;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.annotations = None;
+    meta.finalizers = None;
+    meta.creation_timestamp = None;
+    meta.uid = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == build::LABEL_MCPSERVER || k == build::LABEL_MCPSERVER_NAMESPACE);
+    }
 }
 
 async fn reconcile_and_reset(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
@@ -53,8 +53,9 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> 
     let bundle = default_bundle(&ctx)?;
     let cm_name = &ctx.config.default_config_map;
     let labels = build::default_trust_labels();
-    // Like the McpServer trust ConfigMaps: no apply when the cached one is current.
-    if super::reconcile::trust_config_map_current(
+    // Like the McpServer trust ConfigMaps: no write when the cached one is current, a
+    // create when there is none.
+    let cached = super::reconcile::trust_config_map_cached(
         &ctx,
         &name,
         cm_name,
@@ -62,18 +63,15 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> 
         None,
         &bundle.sha256,
     )
-    .await
-    {
+    .await;
+    if cached == super::reconcile::Cached::Current {
         return Ok(Action::requeue(Duration::from_secs(3600)));
     }
     let cm = build::default_trust_config_map(&name, cm_name, &bundle);
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &name);
-    api.patch(
-        cm_name,
-        &PatchParams::apply(FIELD_MANAGER_TRUST).force(),
-        &Patch::Apply(&cm),
-    )
-    .await?;
+    let absent = cached == super::reconcile::Cached::Absent;
+    super::reconcile::create_or_apply(&ctx, &api, cm_name, FIELD_MANAGER_TRUST, &cm, absent)
+        .await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
 }
 

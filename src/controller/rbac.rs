@@ -32,13 +32,13 @@ pub const CLUSTER_RULES: &[Rule] = &[
         api_group: "",
         resource: "configmaps",
         verbs: &["get", "list", "watch", "create", "patch"],
-        why: "read trust sources (get), watch them and the trust ConfigMaps mcptrust writes (metadata only), write mcptrust-<name>-trust and mcptrust-trust by server-side apply (create/patch)",
+        why: "read trust sources (get), watch them and the trust ConfigMaps mcptrust writes (metadata only), create mcptrust-<name>-trust and mcptrust-trust (POST when new, cheaper for the API server than an apply of 370 kB) and update them by server-side apply (patch)",
     },
     Rule {
         api_group: "",
         resource: "secrets",
         verbs: &["get", "list", "watch", "create", "patch"],
-        why: "read Secret trust sources and the TLS Secrets (get); watch only label-scoped Secrets (managed-by=mcptrust, mcptrust.io/trust-source=true), metadata only; write TLS Secrets by server-side apply and create the federation CA once",
+        why: "read Secret trust sources and the TLS Secrets (get); watch only label-scoped Secrets (managed-by=mcptrust, mcptrust.io/trust-source=true), metadata only; create TLS Secrets (POST when new) and renew them by server-side apply (patch); create the federation CA once",
     },
     Rule {
         api_group: "",

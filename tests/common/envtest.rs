@@ -421,6 +421,13 @@ impl ControlPlane {
         *self.apiserver.lock().unwrap() = Some(p);
     }
 
+    /// The pids of kube-apiserver and etcd (`None` while one is down), for benchmarks that
+    /// read their CPU time from `/proc/<pid>/stat`.
+    pub fn pids(&self) -> (Option<u32>, Option<u32>) {
+        let pid = |m: &Mutex<Option<Supervised>>| m.lock().unwrap().as_ref().map(|p| p.pid);
+        (pid(&self.apiserver), pid(&self.etcd))
+    }
+
     /// Waits until `/readyz` answers `ok`, panicking with the logs' tails after `limit`.
     pub fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
