@@ -9,6 +9,11 @@
 #   BURST_OPERATOR_BIN=/path/to/an/older/mcptrust bash bench/controller-burst.sh   # compare
 #
 # PROFILE=release (default) runs a release build of the operator; PROFILE=debug a debug one.
+# BURST_CONCURRENCY sets the operator's --reconcile-concurrency (its default otherwise);
+# BURST_SERVERS (1000) and BURST_AFTER_SECS (60) size the run. Besides the operator's
+# figures it prints the API server's own request profile over the burst (time spent per
+# verb and resource, from kube-apiserver's /metrics), kube-apiserver's and etcd's CPU, and
+# a restart of the operator with every McpServer Ready (time to reconcile all, writes, RSS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${KUBEBUILDER_ASSETS:?set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd (../shared/envtest/setup.sh DIR)}"

@@ -779,6 +779,43 @@ async fn federation_ca_race_reads_the_winner() {
     task.await.expect("join").expect("reconcile");
 }
 
+/// A TLS Secret that appears between the GET (404) and the create (409 AlreadyExists) is
+/// then applied, and the reconcile goes on.
+#[tokio::test]
+async fn secret_created_meanwhile_is_applied() {
+    let fed = private_ca("mcptrust federation CA");
+    let (ctx, mut api) = context(NOW);
+    let spec = json!({"endpoint": {"url": "https://github-mcp.agents.svc/mcp"}, "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]}, "mtls": {}});
+    let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
+    expect_bundle(&mut api, &private_ca("Corp Proxy CA")).await;
+    api.expect(Method::GET, FEDERATION_CA, &[])
+        .await
+        .ok(&ca_secret(&fed));
+    api.expect(Method::GET, SERVER_TLS, &[]).await.not_found();
+    api.expect(
+        Method::POST,
+        "/api/v1/namespaces/agents/secrets",
+        &["fieldManager=mcptrust-certificates"],
+    )
+    .await
+    .conflict(
+        "AlreadyExists",
+        "secrets \"github-server-tls\" already exists",
+    );
+    let srv = api
+        .expect(
+            Method::PATCH,
+            SERVER_TLS,
+            &["fieldManager=mcptrust-certificates", "force=true"],
+        )
+        .await;
+    assert_eq!(srv.body["metadata"]["name"], "github-server-tls");
+    srv.echo();
+    assert_eq!(api.expect_event("agents").await.1, "Issued");
+    api.expect_status("agents", "github").await;
+    task.await.expect("join").expect("reconcile");
+}
+
 #[tokio::test]
 async fn opted_in_namespace_gets_the_default_bundle() {
     let proxy_ca = private_ca("OpenShell Proxy CA");
