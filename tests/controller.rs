@@ -745,13 +745,24 @@ async fn rotation_rolls_selected_workloads() {
     task.await.expect("join").expect("reconcile");
 }
 
-#[tokio::test]
-async fn federation_ca_race_reads_the_winner() {
+/// A reconcile of `github` (mTLS, no clients, one private trust source) started, its
+/// bundle's source read; returns the federation CA to answer with, the API, the task.
+async fn reconcile_server_without_clients() -> (
+    CertificateAuthority,
+    Verifier,
+    tokio::task::JoinHandle<mcptrust::controller::Result<kube::runtime::controller::Action>>,
+) {
     let fed = private_ca("mcptrust federation CA");
     let (ctx, mut api) = context(NOW);
     let spec = json!({"endpoint": {"url": "https://github-mcp.agents.svc/mcp"}, "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]}, "mtls": {}});
     let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
     expect_bundle(&mut api, &private_ca("Corp Proxy CA")).await;
+    (fed, api, task)
+}
+
+#[tokio::test]
+async fn federation_ca_race_reads_the_winner() {
+    let (fed, mut api, task) = reconcile_server_without_clients().await;
     api.expect(Method::GET, FEDERATION_CA, &[])
         .await
         .not_found();
@@ -783,11 +794,7 @@ async fn federation_ca_race_reads_the_winner() {
 /// then applied, and the reconcile goes on.
 #[tokio::test]
 async fn secret_created_meanwhile_is_applied() {
-    let fed = private_ca("mcptrust federation CA");
-    let (ctx, mut api) = context(NOW);
-    let spec = json!({"endpoint": {"url": "https://github-mcp.agents.svc/mcp"}, "trust": {"includeSystemRoots": false, "sources": [{"configMap": {"name": "corp-proxy-ca"}}]}, "mtls": {}});
-    let task = tokio::spawn(reconcile(Arc::new(server(spec, None)), ctx));
-    expect_bundle(&mut api, &private_ca("Corp Proxy CA")).await;
+    let (fed, mut api, task) = reconcile_server_without_clients().await;
     api.expect(Method::GET, FEDERATION_CA, &[])
         .await
         .ok(&ca_secret(&fed));
