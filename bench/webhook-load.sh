@@ -26,7 +26,11 @@
 # fixtures are 3 to 20 KB), RATE (2000), DURATION (30s), SAT_DURATION (15s), SAT_CONNS (50),
 # H2_CONNS (4), H2_STREAMS (16), OHA_VERSION (1.16.0), PORT_BASE (18440), SKIP_BUILD (1: use
 # the target/release/mcptrust already built), CARGO_FEATURES (extra `cargo build` flags,
-# e.g. `--no-default-features` for the system allocator instead of mimalloc).
+# e.g. `--no-default-features` for the system allocator instead of mimalloc, or
+# `--features aws-lc-rs` for the aws-lc-rs provider instead of ring), BEFORE_BIN (another
+# build of `mcptrust`, e.g. the previous release: served on a third port and driven with
+# the same runs, so that one table holds before, after and nginx), RATE_RUNS (3: how many
+# times run (a) is repeated per server, for the spread of its p99).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,6 +47,9 @@ PORT_BASE=${PORT_BASE:-18440}
 WEBHOOK_PORT=$PORT_BASE
 ADMIN_PORT=$((PORT_BASE + 1))
 NGINX_PORT=$((PORT_BASE + 2))
+BEFORE_PORT=$((PORT_BASE + 3))
+BEFORE_ADMIN_PORT=$((PORT_BASE + 4))
+RATE_RUNS=${RATE_RUNS:-3}
 
 log() { printf '>>> %s\n' "$*" >&2; }
 
@@ -104,6 +111,20 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null
+
+if [ -n "${BEFORE_BIN:-}" ]; then
+    log "starting the before build ($BEFORE_BIN) on 127.0.0.1:$BEFORE_PORT"
+    MCPTRUST_LOG=warn "$BEFORE_BIN" webhook \
+        --tls-cert-file "$WORK/tls.crt" --tls-key-file "$WORK/tls.key" \
+        --webhook-listen "127.0.0.1:$BEFORE_PORT" --admin-listen "127.0.0.1:$BEFORE_ADMIN_PORT" \
+        >"$WORK/before.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 100); do
+        curl -fs "http://127.0.0.1:$BEFORE_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fs "http://127.0.0.1:$BEFORE_ADMIN_PORT/readyz" >/dev/null
+fi
 
 rss_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 RSS_START=$(rss_kib "$WEBHOOK_PID" VmRSS)
@@ -183,27 +204,40 @@ run_oha() { # name url args...
 }
 WEBHOOK_URL=https://127.0.0.1:$WEBHOOK_PORT/mutate
 NGINX_URL=https://127.0.0.1:$NGINX_PORT/mutate
+BEFORE_URL=https://127.0.0.1:$BEFORE_PORT/mutate
+TARGETS="webhook nginx"
+[ -n "${BEFORE_BIN:-}" ] && TARGETS="before webhook nginx"
+target_url() {
+    case $1 in
+    webhook) echo "$WEBHOOK_URL" ;;
+    before) echo "$BEFORE_URL" ;;
+    nginx) echo "$NGINX_URL" ;;
+    esac
+}
 
-# A short warm-up of both (connections, allocator, caches).
-run_oha warm-webhook "$WEBHOOK_URL" -z 2s -c 8
-run_oha warm-nginx "$NGINX_URL" -z 2s -c 8
+# A short warm-up of each (connections, allocator, caches).
+for target in $TARGETS; do
+    run_oha "warm-$target" "$(target_url "$target")" -z 2s -c 8
+done
 sleep 1
 RSS_IDLE=$(rss_kib "$WEBHOOK_PID" VmRSS)
 
-for target in webhook nginx; do
-    url=$WEBHOOK_URL
-    [ $target = nginx ] && url=$NGINX_URL
-    log "$target: $RATE req/s for $DURATION (HTTP/1.1, 16 connections, latency correction)"
-    run_oha "rate-$target" "$url" -z "$DURATION" -q "$RATE" --latency-correction -c 16
-    sleep 1
+for target in $TARGETS; do
+    url=$(target_url "$target")
+    for i in $(seq "$RATE_RUNS"); do
+        log "$target: $RATE req/s for $DURATION (HTTP/1.1, 16 connections, latency correction), run $i of $RATE_RUNS"
+        run_oha "rate-$target-$i" "$url" -z "$DURATION" -q "$RATE" --latency-correction -c 16
+        sleep 1
+    done
+    cp "$WORK/rate-$target-1.json" "$WORK/rate-$target.json"
     log "$target: saturation for $SAT_DURATION (HTTP/1.1, $SAT_CONNS connections)"
     run_oha "sat-h1-$target" "$url" -z "$SAT_DURATION" -c "$SAT_CONNS"
     sleep 1
     log "$target: saturation for $SAT_DURATION (HTTP/2, $H2_CONNS connections x $H2_STREAMS streams)"
     run_oha "sat-h2-$target" "$url" -z "$SAT_DURATION" --http2 -c "$H2_CONNS" -p "$H2_STREAMS"
     sleep 1
-    tiny_url=${url%/mutate}/invalid
-    [ $target = webhook ] && tiny_url=$url
+    tiny_url=$url
+    [ $target = nginx ] && tiny_url=${url%/mutate}/invalid
     log "$target: transport only, saturation for $SAT_DURATION (HTTP/1.1, $SAT_CONNS connections, body {})"
     SEND=$WORK/tiny.json run_oha "tiny-h1-$target" "$tiny_url" -z "$SAT_DURATION" -c "$SAT_CONNS"
     sleep 1
@@ -215,10 +249,11 @@ RSS_PEAK=$(rss_kib "$WEBHOOK_PID" VmHWM)
 # --- 5. table ------------------------------------------------------------------------------
 python3 - "$WORK" "$BODY" "$RESPONSE_BYTES" "$RATE" "$DURATION" "$SAT_DURATION" \
     "$RSS_START" "$RSS_IDLE" "$RSS_AFTER" "$RSS_PEAK" "$SAT_CONNS" "$H2_CONNS" "$H2_STREAMS" \
-    "$LOADAVG" <<'EOF'
+    "$LOADAVG" "$TARGETS" "$RATE_RUNS" <<'EOF'
 import json, os, sys
 (work, body, resp_bytes, rate, duration, sat_duration, rss_start, rss_idle, rss_after,
- rss_peak, sat_conns, h2_conns, h2_streams, loadavg) = sys.argv[1:]
+ rss_peak, sat_conns, h2_conns, h2_streams, loadavg, targets, rate_runs) = sys.argv[1:]
+targets = targets.split()
 
 def load(name):
     with open(os.path.join(work, name + ".json")) as f:
@@ -248,7 +283,7 @@ runs = [(f"(a) {rate} req/s for {duration}, HTTP/1.1", "rate"),
         (f"(c) transport only, {{}} x{sat_conns}, HTTP/1.1", "tiny-h1")]
 rps = {}
 for label, key in runs:
-    for target in ("webhook", "nginx"):
+    for target in targets:
         r = load(f"{key}-{target}")
         s = r["summary"]
         p = r.get("latencyPercentiles", {})
@@ -260,8 +295,20 @@ for label, key in runs:
 print()
 for key, label in (("sat-h1", "HTTP/1.1"), ("sat-h2", "HTTP/2"),
                    ("tiny-h1", "transport only (body {}, HTTP/1.1)")):
-    print(f"saturation ratio webhook/nginx, {label}: "
-          f"{rps[(key, 'webhook')] / rps[(key, 'nginx')]:.2f}")
+    for target in (t for t in targets if t != "nginx"):
+        print(f"saturation ratio {target}/nginx, {label}: "
+              f"{rps[(key, target)] / rps[(key, 'nginx')]:.2f}")
+print()
+for target in targets:
+    p99s = []
+    for i in range(1, int(rate_runs) + 1):
+        p = load(f"rate-{target}-{i}").get("latencyPercentiles", {})
+        if p.get("p99") is not None:
+            p99s.append(p["p99"] * 1000)
+    if p99s:
+        print(f"(a) p99 of {target} over {len(p99s)} runs: "
+              + ", ".join(f"{x:.2f}" for x in p99s)
+              + f" ms (min {min(p99s):.2f}, max {max(p99s):.2f})")
 mib = lambda k: f"{int(k) / 1024:.1f} MiB"
 print(f"webhook RSS: at start {mib(rss_start)}, idle after warm-up {mib(rss_idle)}, "
       f"after the load {mib(rss_after)}, peak (VmHWM) {mib(rss_peak)}")

@@ -506,7 +506,8 @@ fn burst_benchmark() {
         "  every McpServer reconciled   {:>8.1} s after the start",
         reconciled_after.as_secs_f64()
     );
-    println!("  reconciles / API writes      {reconciles:>8} / {writes}");
+    // (`+ 0.0`: a sum of no samples is -0.)
+    println!("  reconciles / API writes      {reconciles:>8} / {}", writes + 0.0);
     println!(
         "  peak RSS (VmHWM) / RSS       {:>8.1} / {:.1} MiB",
         mib(hwm),

@@ -271,12 +271,18 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// The crypto provider the webhook uses: ring, passed explicitly to every builder.
+/// The crypto provider the webhook uses, passed explicitly to every builder: ring, or
+/// aws-lc-rs when built with the `aws-lc-rs` feature (the transport comparison of the
+/// README's Performance section).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(not(feature = "aws-lc-rs"))]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
 }
 
-/// Builds the webhook's `ServerConfig`: ring provider, TLS 1.3 and 1.2, no client
+/// Builds the webhook's `ServerConfig`: [`crypto_provider`], TLS 1.3 and 1.2, no client
 /// authentication, certificate from `resolver`, ALPN `h2` then `http/1.1`.
 ///
 /// # Errors
