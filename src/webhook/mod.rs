@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use admission::{ReviewOutcome, encode_review, invalid_review, review};
+pub use admission::{Answer, ReviewOutcome, encode_review, invalid_review, review};
 
 use crate::admin::Readiness;
 use crate::inject::Mutator;
@@ -156,14 +156,17 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     let started = Instant::now();
     let (review, outcome) = match read {
         Ok(bytes) => admission::review(&bytes, state.mutator.as_ref()),
-        Err(message) => (invalid_review(&message, None), ReviewOutcome::Invalid),
+        Err(message) => (
+            invalid_review(&message, None).into(),
+            ReviewOutcome::Invalid,
+        ),
     };
     let encoded = encode_review(&review);
     state
         .metrics
         .observe_admission(outcome.as_str(), started.elapsed());
 
-    if let Some(response) = &review.response {
+    if let Some(response) = review.response() {
         match outcome {
             ReviewOutcome::Invalid | ReviewOutcome::Error => tracing::warn!(
                 uid = %response.uid,
