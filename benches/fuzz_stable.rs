@@ -50,6 +50,10 @@ fn main() {
             .unwrap_or(default)
     };
     let runs = env("FUZZ_RUNS", 1_000_000);
+    // `FUZZ_DUMP=FILE`: instead of checking, write every mutator's answer to every input
+    // (length-prefixed) to FILE, to compare two builds' wire bytes with `cmp`.
+    let mut dump = std::env::var_os("FUZZ_DUMP")
+        .map(|p| std::io::BufWriter::new(std::fs::File::create(p).expect("FUZZ_DUMP file")));
     let seed = env("FUZZ_SEED", 1);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-findings");
     let seeds = corpus();
@@ -64,6 +68,13 @@ fn main() {
         "fuzz_stable: {runs} executions, seed {seed}, {} seed inputs",
         seeds.len()
     );
+    if let Some(out) = dump.as_mut() {
+        use std::io::Write as _;
+        for answer in seeds.iter().flat_map(|s| harness.answers(s)) {
+            out.write_all(&(answer.len() as u64).to_le_bytes()).unwrap();
+            out.write_all(&answer).unwrap();
+        }
+    }
     for i in 0..runs {
         let base: &[u8] = if !pool.is_empty() && rng.one_in(2) {
             &pool[rng.below(pool.len())]
@@ -79,6 +90,17 @@ fn main() {
                 1 => input.truncate(at),
                 _ => input.insert(at, b"{}[]\",:\\"[rng.below(8)]),
             }
+        }
+        if let Some(out) = dump.as_mut() {
+            use std::io::Write as _;
+            for answer in harness.answers(&input) {
+                out.write_all(&(answer.len() as u64).to_le_bytes()).unwrap();
+                out.write_all(&answer).unwrap();
+            }
+            if rng.one_in(32) {
+                pool.push(input);
+            }
+            continue;
         }
         let verdict = catch_unwind(AssertUnwindSafe(|| harness.check_one_mutator(&input)));
         let problem = match verdict {

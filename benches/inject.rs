@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{name}/patch+apply"), |b| {
             b.iter(|| {
                 let out = inject(black_box(&pod), &inj)
-                    .map(|o| o.patch)
+                    .map(|o| o.patch.to_json_patch())
                     .unwrap_or_default();
                 let mut p = pod.clone();
                 let _ = json_patch::patch(&mut p, &out);

@@ -793,7 +793,7 @@ fn rendered_config_is_what_the_operator_reads() {
 fn injected_with(cfg: &InjectConfig, p: &Value) -> Value {
     let out = inject(p, &Injection::resolve(cfg, None)).expect("inject");
     let mut p = p.clone();
-    json_patch::patch(&mut p, &out.patch).expect("patch applies");
+    json_patch::patch(&mut p, &out.patch.to_json_patch()).expect("patch applies");
     p
 }
 

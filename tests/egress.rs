@@ -676,7 +676,7 @@ fn injected_pods_carry_the_egress_mode() {
         let inj = Injection::resolve(&cfg, Some(&s));
         let out = inject(&pod, &inj).expect("inject");
         let mut patched = pod.clone();
-        json_patch::patch(&mut patched, &out.patch).expect("apply");
+        json_patch::patch(&mut patched, &out.patch.to_json_patch()).expect("apply");
         assert_eq!(
             patched["metadata"]["annotations"][ANNOTATION_EGRESS_MODE].as_str(),
             want
@@ -689,7 +689,7 @@ fn injected_pods_carry_the_egress_mode() {
     let inj = Injection::resolve(&cfg, Some(&server("s", spec, None)));
     let out = inject(&pod, &inj).expect("inject");
     let mut patched = pod.clone();
-    json_patch::patch(&mut patched, &out.patch).expect("apply");
+    json_patch::patch(&mut patched, &out.patch.to_json_patch()).expect("apply");
     assert!(
         patched["metadata"]["annotations"]
             .get(ANNOTATION_EGRESS_MODE)

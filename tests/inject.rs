@@ -27,7 +27,7 @@ fn defaults() -> Injection {
 fn run(obj: &Value, inj: &Injection) -> (Value, Outcome) {
     let out = inject(obj, inj).expect("inject");
     let mut mutated = obj.clone();
-    json_patch::patch(&mut mutated, &out.patch).expect("patch applies");
+    json_patch::patch(&mut mutated, &out.patch.to_json_patch()).expect("patch applies");
     let again = inject(&mutated, inj).expect("second inject");
     assert!(
         again.is_noop(),
@@ -341,6 +341,7 @@ fn annotation_keys_with_slashes_are_escaped() {
     let (m, out) = run(&obj, &defaults());
     let paths: Vec<String> = out
         .patch
+        .to_json_patch()
         .0
         .iter()
         .filter_map(|op| match op {
@@ -637,8 +638,11 @@ fn changed_bundle_hash_replaces_the_annotation() {
     cfg.trust_bundle_sha256 = Some("ef".repeat(32));
     let newer = Injection::resolve(&cfg, None);
     let (m2, out) = run(&m, &newer);
-    assert_eq!(out.patch.0.len(), 1, "only the hash annotation changes");
-    assert!(matches!(out.patch.0[0], PatchOperation::Replace(_)));
+    assert_eq!(out.patch.len(), 1, "only the hash annotation changes");
+    assert!(matches!(
+        out.patch.to_json_patch().0[0],
+        PatchOperation::Replace(_)
+    ));
     assert_eq!(
         m2["metadata"]["annotations"][ANNOTATION_BUNDLE_SHA256],
         "ef".repeat(32)

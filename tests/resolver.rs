@@ -100,7 +100,7 @@ fn pod(ns: &str, labels: Value, annotations: Value) -> Value {
 fn apply(m: &ClusterMutator, ns: &str, obj: &Value) -> Value {
     let out = m.mutate(Some(ns), obj).expect("mutate");
     let mut v = obj.clone();
-    json_patch::patch(&mut v, &out.patch).expect("patch");
+    json_patch::patch(&mut v, &out.patch.to_json_patch()).expect("patch");
     assert!(
         m.mutate(Some(ns), &v).expect("again").is_noop(),
         "idempotent"

@@ -116,6 +116,16 @@ impl Harness {
         Ok(())
     }
 
+    /// The wire answer (`review` + `encode_review`) of every mutator to `body`, in order:
+    /// used by `FUZZ_DUMP` in `benches/fuzz_stable.rs` to compare the answers of two builds
+    /// byte for byte.
+    pub fn answers(&self, body: &[u8]) -> Vec<Vec<u8>> {
+        self.mutators
+            .iter()
+            .map(|(_, mutator)| encode_review(&review(body, mutator.as_ref()).0))
+            .collect()
+    }
+
     /// Like [`check`](Self::check) with one mutator only, chosen by the body's length, so
     /// that the fuzzer spends half the time per input and still exercises both.
     pub fn check_one_mutator(&self, body: &[u8]) -> Result<(), String> {

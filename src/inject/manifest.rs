@@ -234,9 +234,11 @@ fn inject_one(
     if outcome.is_noop() {
         return Ok(false);
     }
-    json_patch::patch(object, &outcome.patch).map_err(|e| ManifestError::Patch {
-        document,
-        message: e.to_string(),
+    json_patch::patch(object, &outcome.patch.to_json_patch()).map_err(|e| {
+        ManifestError::Patch {
+            document,
+            message: e.to_string(),
+        }
     })?;
     Ok(true)
 }

@@ -1,5 +1,6 @@
 //! The injector: a pure function from a Pod (or a workload's pod template) and an
-//! [`Injection`] to an RFC 6902 JSONPatch (`json_patch::Patch`).
+//! [`Injection`] to an RFC 6902 JSONPatch ([`Patch`], typed operations written straight to
+//! JSON).
 //!
 //! It is shared by the admission webhook and the offline `mcptrust inject`, in the way
 //! `istioctl kube-inject` shares Istio's injector. It makes no API calls.
@@ -7,11 +8,13 @@
 mod config;
 pub mod manifest;
 mod noproxy;
+mod ops;
 mod patch;
 pub mod view;
 
 pub use config::*;
 pub use noproxy::{build_no_proxy, java_non_proxy_hosts, normalize_no_proxy_entry};
+pub use ops::Patch;
 pub use patch::{
     ANNOTATION_BUNDLE_SHA256, ANNOTATION_ENV_OVERRIDDEN, ANNOTATION_INJECTED, ANNOTATION_MCPSERVER,
     ANNOTATION_OVERLAY, ANNOTATION_SKIP_ENV, ANNOTATION_SKIPPED, LABEL_INJECT, inject,
@@ -22,7 +25,7 @@ pub use patch::{
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outcome {
     /// The JSONPatch to apply to the object as received; empty when nothing changes.
-    pub patch: json_patch::Patch,
+    pub patch: Patch,
     /// Why the object (or some of its containers) was left alone, when it was.
     pub skipped: Vec<String>,
 }
@@ -30,7 +33,7 @@ pub struct Outcome {
 impl Outcome {
     /// True when the patch is empty.
     pub fn is_noop(&self) -> bool {
-        self.patch.0.is_empty()
+        self.patch.is_empty()
     }
 }
 

@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
+use super::ops::{Mount, Patch, Val, pointer};
 use super::{CaFileKind, InjectError, Injection, Outcome, SYSTEM_TRUST_PATHS, build_no_proxy};
 
 /// Annotation: the mcptrust version that injected the pod. Its presence marks the pod as
@@ -47,14 +46,6 @@ pub fn pod_template_pointer(kind: &str) -> Option<&'static [&'static str]> {
         "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
         _ => None,
     }
-}
-
-fn ptr<'a>(tokens: impl IntoIterator<Item = &'a str>) -> PointerBuf {
-    PointerBuf::from_tokens(tokens)
-}
-
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
 }
 
 fn malformed(what: &str, expected: &str) -> InjectError {
@@ -298,16 +289,16 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
         .unwrap_or_default();
     let overlay = inj.overlay_system_trust || annotations.get(ANNOTATION_OVERLAY) == Some(&"true");
 
-    let mut ops: Vec<PatchOperation> = Vec::new();
+    let mut ops = Patch::default();
     let mut skipped: Vec<String> = Vec::new();
     let mut overridden: Vec<String> = Vec::new();
     let mut injected_any = false;
 
     // The pod volume.
-    let desired_volume = json!({
-        "name": inj.volume_name,
-        "configMap": {"name": inj.config_map},
-    });
+    let desired_volume = || Val::ConfigMapVolume {
+        name: inj.volume_name.clone(),
+        config_map: inj.config_map.clone(),
+    };
     let volumes = opt_array(spec, "volumes", "spec.volumes")?;
     let existing_volume = volumes
         .into_iter()
@@ -317,15 +308,15 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
         None => {
             let spec_tokens = base.iter().copied().chain(["spec"]);
             if volumes.is_some() {
-                ops.push(add(
-                    ptr(spec_tokens.chain(["volumes", "-"])),
-                    desired_volume,
-                ));
+                ops.add(
+                    pointer(spec_tokens.chain(["volumes", "-"])),
+                    desired_volume(),
+                );
             } else {
-                ops.push(add(
-                    ptr(spec_tokens.chain(["volumes"])),
-                    json!([desired_volume]),
-                ));
+                ops.add(
+                    pointer(spec_tokens.chain(["volumes"])),
+                    Val::One(Box::new(desired_volume())),
+                );
             }
             true
         }
@@ -352,11 +343,14 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
                 .find(|v| v.get("name").and_then(Value::as_str) == Some(t.volume_name.as_str()));
             match existing {
                 None => {
-                    let vol = json!({"name": t.volume_name, "secret": {"secretName": t.secret_name}});
-                    ops.push(add(
-                        ptr(base.iter().copied().chain(["spec", "volumes", "-"])),
+                    let vol = Val::SecretVolume {
+                        name: t.volume_name.clone(),
+                        secret_name: t.secret_name.clone(),
+                    };
+                    ops.add(
+                        pointer(base.iter().copied().chain(["spec", "volumes", "-"])),
                         vol,
-                    ));
+                    );
                     tls.push(t);
                 }
                 Some(v) if v.pointer("/secret/secretName").and_then(Value::as_str) == Some(t.secret_name.as_str()) => {
@@ -408,13 +402,13 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
                     continue;
                 }
                 injected_any = true;
-                let mut new_mounts: Vec<Value> = Vec::new();
+                let mut new_mounts: Vec<Mount> = Vec::new();
                 if !have_mount {
-                    new_mounts.push(json!({
-                        "name": inj.volume_name,
-                        "mountPath": mount_path,
-                        "readOnly": true,
-                    }));
+                    new_mounts.push(Mount {
+                        name: inj.volume_name.clone(),
+                        mount_path: mount_path.to_owned(),
+                        sub_path: None,
+                    });
                 }
                 for t in &tls {
                     let path = t.mount_path.trim_end_matches('/');
@@ -435,9 +429,11 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
                             t.secret_name
                         ));
                     } else if !present {
-                        new_mounts.push(
-                            json!({"name": t.volume_name, "mountPath": path, "readOnly": true}),
-                        );
+                        new_mounts.push(Mount {
+                            name: t.volume_name.clone(),
+                            mount_path: path.to_owned(),
+                            sub_path: None,
+                        });
                     }
                 }
                 if overlay {
@@ -449,12 +445,11 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
                                 == Some(*path)
                         });
                         if !taken {
-                            new_mounts.push(json!({
-                                "name": inj.volume_name,
-                                "mountPath": path,
-                                "subPath": super::BUNDLE_FILE,
-                                "readOnly": true,
-                            }));
+                            new_mounts.push(Mount {
+                                name: inj.volume_name.clone(),
+                                mount_path: (*path).to_owned(),
+                                sub_path: Some(super::BUNDLE_FILE),
+                            });
                         }
                     }
                 }
@@ -463,12 +458,14 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
                     ctoks().chain(["volumeMounts"]),
                     mounts.is_some(),
                     new_mounts,
+                    Val::Mount,
+                    Val::Mounts,
                 );
 
                 let cenv = opt_array(c, "env", &format!("{list}[{cname}].env"))?;
-                let mut new_env: Vec<Value> = Vec::new();
+                let mut new_env: Vec<usize> = Vec::new();
                 let mut mine_overridden: Vec<&str> = Vec::new();
-                for (name, value) in &env {
+                for (index, (name, value)) in env.iter().enumerate() {
                     if skip_env.contains(&name.as_str()) {
                         continue;
                     }
@@ -477,7 +474,7 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
                         .flatten()
                         .find(|e| e.get("name").and_then(Value::as_str) == Some(name.as_str()));
                     match existing {
-                        None => new_env.push(json!({"name": name, "value": value})),
+                        None => new_env.push(index),
                         Some(e)
                             if e.get("value").and_then(Value::as_str) == Some(value.as_str())
                                 && e.get("valueFrom").is_none() => {}
@@ -487,7 +484,14 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
                 if !mine_overridden.is_empty() {
                     overridden.push(format!("{cname}: {}", mine_overridden.join(",")));
                 }
-                push_all(&mut ops, ctoks().chain(["env"]), cenv.is_some(), new_env);
+                push_all(
+                    &mut ops,
+                    ctoks().chain(["env"]),
+                    cenv.is_some(),
+                    new_env,
+                    Val::Env,
+                    Val::Envs,
+                );
             }
         }
     }
@@ -534,58 +538,50 @@ pub fn inject(object: &Value, inj: &Injection) -> Result<Outcome, InjectError> {
     if !want.is_empty() {
         let meta_toks = || base.iter().copied().chain(["metadata"]);
         if meta.is_none() {
-            let map: Map<String, Value> = want
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-            ops.push(add(ptr(meta_toks()), json!({"annotations": map})));
+            ops.add(pointer(meta_toks()), Val::Metadata(Val::annotations(&want)));
         } else if annotations_obj.is_none() {
-            let map: Map<String, Value> = want
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-            ops.push(add(
-                ptr(meta_toks().chain(["annotations"])),
-                Value::Object(map),
-            ));
+            ops.add(
+                pointer(meta_toks().chain(["annotations"])),
+                Val::Annotations(Val::annotations(&want)),
+            );
         } else {
             for (k, v) in want {
-                let path = ptr(meta_toks().chain(["annotations", k]));
+                let path = pointer(meta_toks().chain(["annotations", k]));
                 if annotations_obj.is_some_and(|a| a.contains_key(k)) {
-                    ops.push(PatchOperation::Replace(ReplaceOperation {
-                        path,
-                        value: json!(v),
-                    }));
+                    ops.replace(path, Val::Str(v));
                 } else {
-                    ops.push(add(path, json!(v)));
+                    ops.add(path, Val::Str(v));
                 }
             }
         }
     }
 
+    ops.set_env(env);
     Ok(Outcome {
-        patch: Patch(ops),
+        patch: ops,
         skipped,
     })
 }
 
-/// Appends `items` to the array at `tokens`: one `add` of the whole array when it does not
-/// exist yet, else one `add …/-` per item.
-fn push_all<'a>(
-    ops: &mut Vec<PatchOperation>,
+/// Appends `items` to the array at `tokens`: one `add` of the whole array (`all`) when it
+/// does not exist yet, else one `add …/-` per item (`one`).
+fn push_all<'a, T>(
+    ops: &mut Patch,
     tokens: impl Iterator<Item = &'a str> + Clone,
     exists: bool,
-    items: Vec<Value>,
+    items: Vec<T>,
+    one: impl Fn(T) -> Val,
+    all: impl FnOnce(Vec<T>) -> Val,
 ) {
     if items.is_empty() {
         return;
     }
     if exists {
         for item in items {
-            ops.push(add(ptr(tokens.clone().chain(["-"])), item));
+            ops.add(pointer(tokens.clone().chain(["-"])), one(item));
         }
     } else {
-        ops.push(add(ptr(tokens), Value::Array(items)));
+        ops.add(pointer(tokens), all(items));
     }
 }
 

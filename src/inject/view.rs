@@ -255,6 +255,17 @@ pub fn parse_review(body: &[u8]) -> serde_json::Result<Value> {
     Ok(value)
 }
 
+/// [`parse_review`] over any serde deserializer, e.g. another JSON parser's (the reader
+/// comparison in `benches/json_readers.rs`). The caller checks for trailing input.
+///
+/// # Errors
+/// The deserializer's error.
+pub fn parse_review_from<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Value, D::Error> {
+    Shape::Review.deserialize(deserializer)
+}
+
 /// The injector's view of one object (a Pod, a workload or a pod template as a `Value`):
 /// the same pruning as [`parse_review`] applies to `request.object`. Used to check that
 /// the view changes nothing (tests, fuzzing); the webhook parses the view directly.

@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use admission::{ReviewOutcome, encode_review, invalid_review, review};
+pub use admission::{Answer, ReviewOutcome, encode_review, invalid_review, review};
 
 use crate::admin::Readiness;
 use crate::inject::Mutator;
@@ -156,14 +156,17 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     let started = Instant::now();
     let (review, outcome) = match read {
         Ok(bytes) => admission::review(&bytes, state.mutator.as_ref()),
-        Err(message) => (invalid_review(&message, None), ReviewOutcome::Invalid),
+        Err(message) => (
+            invalid_review(&message, None).into(),
+            ReviewOutcome::Invalid,
+        ),
     };
     let encoded = encode_review(&review);
     state
         .metrics
         .observe_admission(outcome.as_str(), started.elapsed());
 
-    if let Some(response) = &review.response {
+    if let Some(response) = review.response() {
         match outcome {
             ReviewOutcome::Invalid | ReviewOutcome::Error => tracing::warn!(
                 uid = %response.uid,
@@ -199,6 +202,9 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
         return Err(too_large(declared));
     }
 
+    // A body that arrives as one data frame is used as it is, without a copy. Otherwise
+    // the frames are gathered in one buffer, allocated once at the declared length.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
@@ -208,18 +214,29 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
         };
         seen = seen.saturating_add(data.len());
         if seen > limit {
-            buf.clear();
+            first = None;
+            buf = bytes::BytesMut::new();
             if seen > discard_up_to {
                 break;
             }
             continue;
+        }
+        if seen == data.len() {
+            // The first data frame (empty frames before it count for nothing).
+            first = Some(data);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            let expected = declared.unwrap_or(0).min(limit);
+            buf.reserve(expected.max(first.len() + data.len()));
+            buf.extend_from_slice(&first);
         }
         buf.extend_from_slice(&data);
     }
     if seen > limit {
         return Err(too_large(seen));
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// The HTTPS server: TLS from a rustls [`ServerConfig`] (hot-swappable certificate),
@@ -484,6 +501,32 @@ mod tests {
         webhook: WebhookArgs,
         #[command(flatten)]
         admin: crate::admin::AdminArgs,
+    }
+
+    fn chunked(chunks: &[&'static [u8]]) -> Body {
+        let frames: Vec<Result<Bytes, std::io::Error>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        Body::from_stream(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_in_one_frame_or_many() {
+        let mut headers = HeaderMap::new();
+        let one = read_body(chunked(&[b"{\"a\": 1}"]), &headers, 64).await;
+        assert_eq!(one.as_deref(), Ok(&b"{\"a\": 1}"[..]));
+        let many = read_body(chunked(&[b"", b"{\"a\"", b"", b": 1", b"}"]), &headers, 64).await;
+        assert_eq!(many.as_deref(), Ok(&b"{\"a\": 1}"[..]));
+        headers.insert(header::CONTENT_LENGTH, "9".parse().expect("header"));
+        let declared = read_body(chunked(&[b"{\"a\"", b": 1}"]), &headers, 64).await;
+        assert_eq!(declared.as_deref(), Ok(&b"{\"a\": 1}"[..]));
+        let empty = read_body(chunked(&[]), &HeaderMap::new(), 64).await;
+        assert_eq!(empty.as_deref(), Ok(&b""[..]));
+        let large = read_body(chunked(&[b"12345", b"67890"]), &HeaderMap::new(), 8).await;
+        assert!(
+            large
+                .expect_err("too large")
+                .contains("exceeds the limit of 8 bytes")
+        );
     }
 
     #[test]
