@@ -507,7 +507,10 @@ fn burst_benchmark() {
         reconciled_after.as_secs_f64()
     );
     // (`+ 0.0`: a sum of no samples is -0.)
-    println!("  reconciles / API writes      {reconciles:>8} / {}", writes + 0.0);
+    println!(
+        "  reconciles / API writes      {reconciles:>8} / {}",
+        writes + 0.0
+    );
     println!(
         "  peak RSS (VmHWM) / RSS       {:>8.1} / {:.1} MiB",
         mib(hwm),
