@@ -2,7 +2,10 @@
 //! injected (embedded default config), the answer encoded (`review` + `encode_review`),
 //! on the realistic bodies of `tests/fixtures/admission/` (2 to 20 KB, API-server shaped,
 //! with managedFields and the kube-api-access volume), plus the second pass on an
-//! already-injected pod (the answer is an empty allow).
+//! already-injected pod (the answer is an empty allow). `cluster-<n>/review+encode` answers
+//! pod-typical with the webhook's cluster resolver over a cache of `n` McpServers (1 and
+//! 1,000, spread over 50 namespaces; the one selecting the pod in its namespace carries a
+//! proxy and env): how the answer's cost grows with the cluster.
 //! Run: `cargo bench --bench admission`. Profiling workload: see [`profile`].
 
 /// The binary's allocator, so that the figures are those of `mcptrust` as shipped.
@@ -14,7 +17,12 @@ use std::hint::black_box;
 
 use base64::Engine as _;
 use criterion::{Criterion, Throughput, criterion_group};
-use mcptrust::inject::{InjectConfig, StaticMutator};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{reflector, watcher};
+use mcptrust::api::McpServer;
+use mcptrust::controller::resolver::{Caches, ClusterMutator};
+use mcptrust::inject::{InjectConfig, Mutator, StaticMutator};
 use mcptrust::webhook::admission::{Answer, encode_review, review};
 use serde_json::Value;
 
@@ -79,6 +87,54 @@ fn injected(body: &[u8], mutator: &StaticMutator) -> Vec<u8> {
     serde_json::to_vec(&root).unwrap_or_default()
 }
 
+/// A [`ClusterMutator`] over `n` McpServers in 50 namespaces (`ns-0` ... `ns-49`, with
+/// `agents` as `ns-0`): in `agents`, `github` selects pod-typical
+/// (`app.kubernetes.io/name: github-mcp`) and sets a proxy and an env variable; every other
+/// McpServer selects other pods.
+fn cluster_mutator(n: usize) -> ClusterMutator {
+    let (servers, mut writer) = reflector::store::<McpServer>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for i in 0..n {
+        let (ns, name, app) = match i {
+            0 => (
+                "agents".to_string(),
+                "github".to_string(),
+                "github-mcp".to_string(),
+            ),
+            _ => (
+                format!("ns-{}", i % 50),
+                format!("mcp-{i}"),
+                format!("app-{i}"),
+            ),
+        };
+        let ns = if ns == "ns-0" {
+            "agents".to_string()
+        } else {
+            ns
+        };
+        let server: McpServer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"endpoint": {"url": format!("https://{name}.{ns}.svc:8443/mcp/")},
+                     "podSelector": {"matchLabels": {"app.kubernetes.io/name": app}},
+                     "proxy": {"httpsProxy": "http://10.200.0.1:3128",
+                               "noProxy": ["internal.example.com", "10.0.0.0/8"]},
+                     "env": [{"name": "MCP_LOG_LEVEL", "value": "info"}]},
+            "status": {"trustBundle": {"configMapName": format!("mcptrust-{name}-trust"),
+                                       "sha256": "ab".repeat(32), "certificates": 147}}
+        }))
+        .unwrap_or_else(|e| panic!("McpServer: {e}"));
+        writer.apply_watcher_event(&watcher::Event::InitApply(server));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (secrets, _) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (config_maps, _) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    ClusterMutator::new(
+        InjectConfig::sandbox_demo(),
+        Caches::new(servers, secrets, config_maps),
+    )
+}
+
 fn bench(c: &mut Criterion) {
     let mut config = InjectConfig::sandbox_demo();
     config.trust_bundle_sha256 = Some("ab".repeat(32));
@@ -114,6 +170,23 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pod-typical/encode_review-before-fix", |b| {
         b.iter(|| encode_review_before_fix(black_box(&kube_typical)))
     });
+    for n in [1, 1000] {
+        let cluster = cluster_mutator(n);
+        let body = FIXTURES[1].1;
+        let (r, outcome) = review(body, &cluster);
+        println!(
+            "cluster-{n}: answer {} bytes, outcome {}",
+            encode_review(&r).len(),
+            outcome.as_str()
+        );
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("cluster-{n}/review+encode"), |b| {
+            b.iter(|| {
+                let (r, outcome) = review(black_box(body), &cluster);
+                (encode_review(&r), outcome)
+            })
+        });
+    }
     let again = injected(FIXTURES[1].1, &mutator);
     group.throughput(Throughput::Bytes(again.len() as u64));
     group.bench_function("pod-typical-injected/review+encode", |b| {
@@ -131,10 +204,14 @@ criterion_group!(benches, bench);
 /// many times and exits, without criterion: a fixed workload for `perf` or
 /// `valgrind --tool=callgrind` (instructions per review = difference between two counts
 /// divided by the difference in iterations). `ADMISSION_ENCODE=before-fix` uses
-/// [`encode_review_before_fix`] instead.
+/// [`encode_review_before_fix`] instead. `cluster-1000:N` answers pod-typical with the
+/// cluster resolver over 1,000 McpServers ([`cluster_mutator`]).
 fn profile(spec: &str) {
     let (name, n) = spec.split_once(':').unwrap_or((spec, "1000"));
     let n: usize = n.parse().unwrap_or(1000);
+    let cluster = name
+        .strip_prefix("cluster-")
+        .and_then(|servers| servers.parse().ok());
     let body = FIXTURES
         .iter()
         .find(|(f, _)| *f == name)
@@ -142,11 +219,15 @@ fn profile(spec: &str) {
         .unwrap_or(FIXTURES[1].1);
     let mut config = InjectConfig::sandbox_demo();
     config.trust_bundle_sha256 = Some("ab".repeat(32));
-    let mutator = StaticMutator::new(&config, None);
+    let mutator: Box<dyn Mutator> = match cluster {
+        Some(servers) => Box::new(cluster_mutator(servers)),
+        None => Box::new(StaticMutator::new(&config, None)),
+    };
+    let mutator = mutator.as_ref();
     let before = std::env::var("ADMISSION_ENCODE").is_ok_and(|v| v == "before-fix");
     let mut bytes = 0;
     for _ in 0..n {
-        let (r, _) = review(black_box(body), &mutator);
+        let (r, _) = review(black_box(body), mutator);
         bytes += if before {
             encode_review_before_fix(&kube_form(&r)).len()
         } else {

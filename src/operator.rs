@@ -242,6 +242,8 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
     let (servers, w1) = reflector::store::<McpServer>();
     let (secrets, w2) = reflector::store();
     let (config_maps, w3) = reflector::store();
+    let caches = controller::resolver::Caches::new(servers, secrets, config_maps);
+    let changed = caches.clone();
     let s1 = reflector(
         w1,
         watcher(
@@ -250,7 +252,12 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
         ),
     )
     .default_backoff()
-    .for_each(|_| async {});
+    // The reflector has written the store when it yields: the resolver's index of
+    // McpServers by namespace is rebuilt on the next admission.
+    .for_each(move |_| {
+        changed.servers_changed();
+        async {}
+    });
     let s2 = reflector(
         w2,
         watcher(
@@ -273,20 +280,22 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
         }
     });
     for (name, ready) in [
-        ("McpServers", servers.wait_until_ready().await.is_ok()),
-        ("managed Secrets", secrets.wait_until_ready().await.is_ok()),
+        (
+            "McpServers",
+            caches.servers.wait_until_ready().await.is_ok(),
+        ),
+        (
+            "managed Secrets",
+            caches.secrets.wait_until_ready().await.is_ok(),
+        ),
         (
             "managed ConfigMaps",
-            config_maps.wait_until_ready().await.is_ok(),
+            caches.config_maps.wait_until_ready().await.is_ok(),
         ),
     ] {
         tracing::info!(cache = name, ready, "webhook cache synced");
     }
-    controller::resolver::Caches {
-        servers,
-        secrets,
-        config_maps,
-    }
+    caches
 }
 
 /// Runs both controllers, and with `webhook_cert` (selfManaged mode) the webhook

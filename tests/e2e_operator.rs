@@ -571,6 +571,52 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
         "the default config has no proxy: {env}"
     );
 
+    // The webhook follows McpServers created and edited while it serves: its index of
+    // McpServers by namespace (built at the first admission, above) is rebuilt from the
+    // watch. An McpServer created now selects the next pod of its app, and an edit of its
+    // env reaches the pod after that.
+    let jira = |mode: &str| {
+        json!({
+            "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+            "metadata": {"name": "jira", "namespace": app},
+            "spec": {
+                "endpoint": {"url": format!("https://jira-mcp.{app}.svc:8443/mcp/")},
+                "podSelector": {"matchLabels": {"app": "jira-mcp"}},
+                "env": [{"name": "JIRA_MODE", "value": mode}],
+            },
+        })
+    };
+    let jira_mode = |p: &Value| {
+        p["spec"]["containers"][0]["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == "JIRA_MODE"))
+            .and_then(|e| e["value"].as_str())
+            .map(ToOwned::to_owned)
+    };
+    let mut jira_pods = 0;
+    for mode in ["one", "two"] {
+        apply(cp, &jira(mode));
+        let last = std::cell::RefCell::new(Value::Null);
+        wait_until_or(
+            WAIT,
+            &format!("a jira-mcp pod injected by McpServer jira with JIRA_MODE={mode}"),
+            || {
+                jira_pods += 1;
+                let p = pod(
+                    cp,
+                    &app,
+                    &format!("jira-{jira_pods}"),
+                    json!({"app": "jira-mcp"}),
+                );
+                let done = annotation(&p, "mcptrust.io/mcpserver") == Some(format!("{app}/jira"))
+                    && jira_mode(&p).as_deref() == Some(mode);
+                *last.borrow_mut() = p;
+                done
+            },
+            || format!("last pod: {}", last.borrow()),
+        );
+    }
+
     // Rotation: a new CA in the trust source rolls the Deployment; a pod admitted right
     // after the rollout starts names the bundle it mounts.
     // The Deployment is watched in this process, and the pod created the moment the

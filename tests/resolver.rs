@@ -84,11 +84,7 @@ fn caches() -> Caches {
             &[("mcptrust.io/trust-bundle-sha256", "dd")],
         )],
     );
-    Caches {
-        servers,
-        secrets,
-        config_maps,
-    }
+    Caches::new(servers, secrets, config_maps)
 }
 
 fn pod(ns: &str, labels: Value, annotations: Value) -> Value {
@@ -212,4 +208,96 @@ fn unselected_pods_get_the_namespace_default() {
         volume(&q, "mcptrust-trust")["configMap"]["name"],
         "mcptrust-trust"
     );
+}
+
+fn server(ns: &str, name: &str, app: &str, env_value: &str) -> McpServer {
+    serde_json::from_value(json!({
+        "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": env_value},
+        "spec": {"endpoint": {"url": format!("https://{name}.{ns}.svc/mcp/")},
+                 "podSelector": {"matchLabels": {"app": app}},
+                 "env": [{"name": "MCP_SETTING", "value": env_value}]}
+    }))
+    .expect("McpServer")
+}
+
+/// The value of `name` in the first container's env after the patch.
+fn env_of(pod: &Value, name: &str) -> Option<String> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .map(ToOwned::to_owned)
+}
+
+/// The resolver indexes McpServers by namespace and remembers each one's env block: both
+/// must follow the store as the webhook's watcher changes it (an edit, a new McpServer that
+/// sorts first, a delete), and every answer must equal the unremembered computation.
+#[test]
+fn the_index_and_the_env_blocks_follow_the_store() {
+    let (servers, mut writer) = reflector::store::<McpServer>();
+    let (secrets, _w2) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (config_maps, _w3) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    // 1,000 McpServers in 50 namespaces; in `ns-7`, `m-7` selects `app: target`.
+    let all: Vec<McpServer> = (0..1000)
+        .map(|i| {
+            let (ns, app) = (format!("ns-{}", i % 50), format!("app-{i}"));
+            let app = if i == 7 { "target".to_string() } else { app };
+            server(&ns, &format!("m-{i}"), &app, "v1")
+        })
+        .collect();
+    fill(&mut writer, all);
+    let caches = Caches::new(servers, secrets, config_maps);
+    let m = ClusterMutator::new(InjectConfig::embedded_default(), caches.clone());
+    let target = pod("ns-7", json!({"app": "target"}), json!({}));
+    let check = |expected_server: Option<&str>, expected_env: Option<&str>| {
+        // Twice: the second answer comes from the remembered env block.
+        for _ in 0..2 {
+            let out = m.mutate(Some("ns-7"), &target).expect("mutate");
+            let fresh = mcptrust::inject::inject(&target, &m.injection_for("ns-7", &target))
+                .expect("inject");
+            assert_eq!(
+                out.patch, fresh.patch,
+                "remembered and fresh answers differ"
+            );
+            let p = apply(&m, "ns-7", &target);
+            assert_eq!(
+                p["metadata"]["annotations"]["mcptrust.io/mcpserver"].as_str(),
+                expected_server
+            );
+            assert_eq!(env_of(&p, "MCP_SETTING").as_deref(), expected_env);
+        }
+    };
+    check(Some("ns-7/m-7"), Some("v1"));
+    // Another namespace's pod with the same labels is not selected.
+    let other = apply(
+        &m,
+        "ns-8",
+        &pod("ns-8", json!({"app": "target"}), json!({})),
+    );
+    assert!(other["metadata"]["annotations"]["mcptrust.io/mcpserver"].is_null());
+
+    // An edit of the McpServer's env reaches the next admission.
+    writer.apply_watcher_event(&watcher::Event::Apply(server(
+        "ns-7", "m-7", "target", "v2",
+    )));
+    caches.servers_changed();
+    check(Some("ns-7/m-7"), Some("v2"));
+
+    // A new McpServer selecting the same pods that sorts first by name wins.
+    writer.apply_watcher_event(&watcher::Event::Apply(server(
+        "ns-7", "a-first", "target", "v3",
+    )));
+    caches.servers_changed();
+    check(Some("ns-7/a-first"), Some("v3"));
+
+    // Both deleted: the namespace default, without the McpServer's env.
+    for name in ["a-first", "m-7"] {
+        writer.apply_watcher_event(&watcher::Event::Delete(server(
+            "ns-7", name, "target", "v3",
+        )));
+    }
+    caches.servers_changed();
+    check(None, None);
 }

@@ -18,8 +18,33 @@ pub use ops::Patch;
 pub use patch::{
     ANNOTATION_BUNDLE_SHA256, ANNOTATION_ENV_OVERRIDDEN, ANNOTATION_INJECTED, ANNOTATION_MCPSERVER,
     ANNOTATION_OVERLAY, ANNOTATION_SKIP_ENV, ANNOTATION_SKIPPED, LABEL_INJECT, inject,
-    pod_template_pointer,
+    inject_with_env, pod_template_pointer,
 };
+
+use std::sync::Arc;
+
+/// The env block an [`Injection`] puts into every container, as (name, value) pairs in
+/// injection order: CA variables, proxy variables, JAVA_TOOL_OPTIONS, then the extra env
+/// (see [`inject`]). Computed once per set of settings and shared (an `Arc`, so a clone
+/// costs one atomic increment) by [`inject_with_env`] and the patches it builds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvBlock(Arc<[(String, String)]>);
+
+impl EnvBlock {
+    /// Computes the block of `inj`.
+    pub fn new(inj: &Injection) -> Self {
+        Self(patch::desired_env(inj).into())
+    }
+
+    /// The variables, as (name, value) pairs in injection order.
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    pub(crate) fn shared(&self) -> Arc<[(String, String)]> {
+        Arc::clone(&self.0)
+    }
+}
 
 /// What the injector decided for one object.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -79,14 +104,15 @@ pub trait Mutator: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct StaticMutator {
     injection: Injection,
+    env: EnvBlock,
 }
 
 impl StaticMutator {
     /// Builds it from the operator config and an optional McpServer.
     pub fn new(config: &InjectConfig, server: Option<&crate::api::McpServer>) -> Self {
-        Self {
-            injection: Injection::resolve(config, server),
-        }
+        let injection = Injection::resolve(config, server);
+        let env = EnvBlock::new(&injection);
+        Self { injection, env }
     }
 
     /// The resolved settings.
@@ -101,6 +127,6 @@ impl Mutator for StaticMutator {
         _namespace: Option<&str>,
         object: &serde_json::Value,
     ) -> Result<Outcome, InjectError> {
-        inject(object, &self.injection)
+        inject_with_env(object, &self.injection, &self.env)
     }
 }

@@ -10,6 +10,7 @@
 //! the fuzz harness (`fuzz/src/lib.rs`) check it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
@@ -25,8 +26,9 @@ use serde_json::Value;
 #[derive(Clone, Debug, Default)]
 pub struct Patch {
     /// The env variables the operations refer to by index ([`Val::Env`]), in injection
-    /// order: one copy per patch, however many containers receive them.
-    env: Vec<(String, String)>,
+    /// order: one copy per patch, however many containers receive them, shared with the
+    /// [`super::EnvBlock`] it came from.
+    env: Arc<[(String, String)]>,
     ops: Vec<Op>,
 }
 
@@ -111,13 +113,13 @@ impl Patch {
     #[cfg(test)]
     pub(crate) fn with_env(env: Vec<(String, String)>) -> Self {
         Self {
-            env,
+            env: env.into(),
             ops: Vec::new(),
         }
     }
 
     /// Sets the env table that [`Val::Env`] indices refer to.
-    pub(crate) fn set_env(&mut self, env: Vec<(String, String)>) {
+    pub(crate) fn set_env(&mut self, env: Arc<[(String, String)]>) {
         self.env = env;
     }
 
@@ -230,7 +232,7 @@ fn parsed_pointer(path: &str) -> PointerBuf {
 impl From<json_patch::Patch> for Patch {
     fn from(patch: json_patch::Patch) -> Self {
         Self {
-            env: Vec::new(),
+            env: Arc::default(),
             ops: patch.0.into_iter().map(Op::Json).collect(),
         }
     }
