@@ -233,6 +233,30 @@ impl Context {
         listed(&self.managed_secrets).await
     }
 
+    /// Drops the [`Context::certificates`] records of Secrets that the managed Secrets'
+    /// cache no longer holds (deleted with their McpServer, by garbage collection or by
+    /// hand), so that the records are bounded by the Secrets that exist, not by every
+    /// Secret this process has ever checked. A record is only consulted when the cache
+    /// holds its Secret, so dropping it changes no decision. Returns how many were
+    /// dropped; 0 while the cache has not listed (nothing is dropped then).
+    pub async fn forget_deleted_certificates(&self) -> usize {
+        let Some(store) = self.managed_secrets().await else {
+            return 0;
+        };
+        let mut records = self.certificates.lock().unwrap_or_else(|p| p.into_inner());
+        let before = records.len();
+        records.retain(|(ns, name), _| store.get(&ObjectRef::new(name).within(ns)).is_some());
+        before - records.len()
+    }
+
+    /// How many TLS Secrets [`Context::certificates`] holds a record of.
+    pub fn certificate_records(&self) -> usize {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Sets how many McpServers [`run`] reconciles at once (0 is taken as 1).
     pub fn with_reconcile_concurrency(mut self, n: u16) -> Self {
         self.reconcile_concurrency = n.max(1);
@@ -442,7 +466,7 @@ pub async fn run(
     let metrics = ctx.metrics.clone();
     metrics.set_leader(true);
     let pruner = {
-        let (metrics, store) = (metrics.clone(), store.clone());
+        let (metrics, store, ctx) = (metrics.clone(), store.clone(), ctx.clone());
         async move {
             if store.wait_until_ready().await.is_err() {
                 return;
@@ -453,6 +477,10 @@ pub async fn run(
                 let removed = prune_deleted(&metrics, &store);
                 if removed > 0 {
                     tracing::debug!(removed, "removed the metrics of deleted McpServers");
+                }
+                let forgotten = ctx.forget_deleted_certificates().await;
+                if forgotten > 0 {
+                    tracing::debug!(forgotten, "forgot the records of deleted TLS Secrets");
                 }
             }
         }
@@ -639,5 +667,71 @@ fn transient(e: &kube::Error) -> bool {
         kube::Error::Api(status) => status.code == 429 || status.code >= 500,
         kube::Error::Auth(_) | kube::Error::SerdeError(_) | kube::Error::BuildRequest(_) => false,
         _ => true,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn secret_meta(ns: &str, name: &str) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                resource_version: Some("1".into()),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        }
+    }
+
+    /// The records of Secrets that left the managed Secrets' cache are dropped, the others
+    /// kept; nothing is dropped before the cache has listed.
+    #[tokio::test]
+    async fn records_of_deleted_secrets_are_forgotten() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let ctx = Context::new(
+            Client::new(service, "default"),
+            ControllerConfig {
+                operator_namespace: "mcptrust".into(),
+                ca_secret_name: "mcptrust-federation-ca".into(),
+                ca_user_supplied: false,
+                ca_validity_secs: 0,
+                default_cas_pem: String::new(),
+                default_include_system_roots: false,
+                default_config_map: "mcptrust-trust".into(),
+                egress: Default::default(),
+            },
+            ControllerMetrics::default(),
+            Arc::new(|| 0),
+            "test",
+        );
+        for (ns, name) in [("a", "kept-tls"), ("a", "deleted-tls"), ("b", "kept-tls")] {
+            ctx.certificates.lock().unwrap().insert(
+                (ns.into(), name.into()),
+                reconcile::CertRecord::at_version("1"),
+            );
+        }
+        // No cache: nothing is known to be deleted.
+        assert_eq!(ctx.forget_deleted_certificates().await, 0);
+        let (store, mut writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for (ns, name) in [("a", "kept-tls"), ("b", "kept-tls"), ("a", "other-tls")] {
+            writer.apply_watcher_event(&watcher::Event::InitApply(secret_meta(ns, name)));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        *ctx.managed_secrets.lock().unwrap() = Some(store);
+        assert_eq!(ctx.certificate_records(), 3);
+        assert_eq!(ctx.forget_deleted_certificates().await, 1);
+        assert_eq!(ctx.certificate_records(), 2);
+        let records = ctx.certificates.lock().unwrap();
+        assert!(records.contains_key(&("a".into(), "kept-tls".into())));
+        assert!(records.contains_key(&("b".into(), "kept-tls".into())));
     }
 }

@@ -419,6 +419,20 @@ pub(crate) struct CertRecord {
     pem: Option<(String, String)>,
 }
 
+#[cfg(test)]
+impl CertRecord {
+    /// A record of a Secret at `resource_version` (unit tests).
+    pub(crate) fn at_version(resource_version: &str) -> Self {
+        Self {
+            resource_version: resource_version.into(),
+            fingerprint: 0,
+            status: CertificateStatus::default(),
+            renewal_time: 0,
+            pem: None,
+        }
+    }
+}
+
 /// A hash of everything [`issue::decide`] compares a Secret with, besides the Secret and
 /// the clock: the CA, the request (names, usage, lifetime) and `renew_before` (seconds).
 /// In-process only (std's `DefaultHasher`), never stored.
