@@ -5,9 +5,13 @@
 //!
 //! - `serde_json-value`: `serde_json::from_slice::<Value>`, the whole body (the reference
 //!   for strictness);
-//! - `view`: `mcptrust::inject::view::parse_review`, the webhook's reader (serde_json,
-//!   keeps only what the injector reads, validates the rest);
-//! - `view-on-sonic`: the same view driven by sonic-rs's serde `Deserializer`;
+//! - `view-serde`: `mcptrust::inject::view::parse_review_serde`, the webhook's reader until
+//!   issue 15 (serde_json, keeps only what the injector reads, validates the rest), now its
+//!   reference and fallback;
+//! - `view`: `mcptrust::inject::view::parse_review`, the webhook's reader: sonic-rs's
+//!   `Value` (its arena document), then the view read from it with serde_json's nesting
+//!   limit; a body sonic-rs refuses goes through `view-serde`;
+//! - `view-on-sonic`: the view driven by sonic-rs's streaming serde `Deserializer`;
 //! - `sonic-value`: `sonic_rs::from_slice::<sonic_rs::Value>`, sonic-rs's own document;
 //! - `sonic-lazy`: `sonic_rs::get_many` of the subtrees the injector reads (`request.uid`,
 //!   the object's `metadata` and `spec`), left as raw text: a lower bound for a lazy
@@ -51,6 +55,7 @@ const READERS: &[(&str, Reader)] = &[
     ("serde_json-value", |b| {
         serde_json::from_slice::<Value>(b).is_ok()
     }),
+    ("view-serde", |b| view::parse_review_serde(b).is_ok()),
     ("view", |b| view::parse_review(b).is_ok()),
     ("view-on-sonic", |b| {
         let mut de = sonic_rs::Deserializer::from_slice(b);

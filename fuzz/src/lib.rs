@@ -16,7 +16,10 @@
 //!    volume name, env name or mount path that was not already duplicated;
 //! 4. a second review of the patched object answers `allowed` with no patch;
 //! 5. the mutator decides the same on the injector's view of the object
-//!    (`mcptrust::inject::view`, what the webhook parses) as on the whole object.
+//!    (`mcptrust::inject::view`, what the webhook parses) as on the whole object;
+//! 6. the webhook's reader (`view::parse_review`: sonic-rs, then the view) answers as the
+//!    serde_json reference (`view::parse_review_serde`): the same view or the same error,
+//!    and it accepts exactly the bodies `serde_json::from_slice` accepts.
 //!
 //! [`mutate_json`] is the structure-aware mutation used by the libFuzzer target's custom
 //! mutator: it edits the parsed JSON (deletes, duplicates, type changes, Kubernetes field
@@ -109,6 +112,7 @@ impl Harness {
     /// violation. Never panics unless mcptrust itself panics outside `review`'s guard.
     pub fn check(&self, body: &[u8]) -> Result<(), String> {
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        same_reader(body, parsed.is_some())?;
         for (name, mutator) in &self.mutators {
             check_one(body, parsed.as_ref(), mutator.as_ref())
                 .map_err(|e| format!("mutator {name}: {e}"))?;
@@ -130,6 +134,7 @@ impl Harness {
     /// that the fuzzer spends half the time per input and still exercises both.
     pub fn check_one_mutator(&self, body: &[u8]) -> Result<(), String> {
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        same_reader(body, parsed.is_some())?;
         let (name, mutator) = &self.mutators[body.len() % self.mutators.len()];
         check_one(body, parsed.as_ref(), mutator.as_ref())
             .map_err(|e| format!("mutator {name}: {e}"))
@@ -198,6 +203,22 @@ fn answer(body: &[u8], expect_uid: Option<&str>, mutator: &dyn Mutator) -> Resul
         Some(other) => return Err(format!("patch is not a string: {other}")),
     };
     Ok(Answer { allowed, patch })
+}
+
+/// Property 6: the webhook's reader agrees with the serde_json reference; `valid` is
+/// whether `serde_json::from_slice` accepts `body`.
+fn same_reader(body: &[u8], valid: bool) -> Result<(), String> {
+    use mcptrust::inject::view::{parse_review, parse_review_serde};
+    match (parse_review(body), parse_review_serde(body)) {
+        (Ok(a), Ok(b)) if a == b && valid => Ok(()),
+        (Err(a), Err(b)) if a.to_string() == b.to_string() && !valid => Ok(()),
+        (a, b) => Err(format!(
+            "the reader answers {:?}, the serde_json reference {:?}, serde_json::from_slice {}",
+            a.map(|_| "a view"),
+            b.map(|_| "a view"),
+            if valid { "accepts" } else { "refuses" }
+        )),
+    }
 }
 
 /// Property 5: the same outcome (patch and skip reasons, or the same error) on the view.

@@ -104,18 +104,71 @@ impl Shape {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Shape {
+/// serde_json's nesting limit: a document may hold 127 nested arrays and objects, the
+/// 128th is refused ("recursion limit exceeded"; `remaining_depth` starts at 128 in
+/// serde_json's `Deserializer`). The view enforces the same limit itself, so that it refuses
+/// what serde_json refuses whichever parser drives it (sonic-rs allows 255).
+const MAX_DEPTH: u8 = 127;
+
+/// The deepest nesting read through sonic-rs; a deeper body is read by serde_json alone
+/// (an API-server pod nests about 15 levels, managedFields included). Its serde
+/// `Deserializer` recurses through the view's visitors once per level, and an unoptimised
+/// (debug) build spends about 19 KiB of stack per level there: 127 levels would overflow a
+/// 2 MiB thread stack (a test thread's, a tokio worker's) in a debug build.
+const SONIC_MAX_DEPTH: u8 = 64;
+
+/// A nesting depth (the number of arrays and objects around a value) and the deepest
+/// allowed.
+#[derive(Clone, Copy, Debug)]
+struct Depth {
+    at: u8,
+    limit: u8,
+}
+
+impl Depth {
+    /// The top of a document, nesting at most `limit` deep.
+    fn top(limit: u8) -> Self {
+        Self { at: 0, limit }
+    }
+
+    /// The depth of a container's children, or the nesting error.
+    fn nested<E: de::Error>(self) -> Result<Depth, E> {
+        if self.at >= self.limit {
+            return Err(E::custom("recursion limit exceeded"));
+        }
+        Ok(Depth {
+            at: self.at + 1,
+            limit: self.limit,
+        })
+    }
+}
+
+/// A [`Shape`] at a nesting [`Depth`].
+#[derive(Clone, Copy, Debug)]
+struct Seed {
+    shape: Shape,
+    depth: Depth,
+}
+
+impl Seed {
+    /// A review (`Shape::Review`) nesting at most `limit` deep.
+    fn review(limit: u8) -> Self {
+        Self {
+            shape: Shape::Review,
+            depth: Depth::top(limit),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Seed {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        if self == Shape::All {
-            return serde::Deserialize::deserialize(deserializer);
-        }
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Shape {
+impl<'de> Visitor<'de> for Seed {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,8 +208,11 @@ impl<'de> Visitor<'de> for Shape {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let element = self.element();
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let element = Seed {
+            shape: self.shape.element(),
+            depth: self.depth.nested()?,
+        };
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(v) = seq.next_element_seed(element)? {
             out.push(v);
         }
@@ -164,14 +220,15 @@ impl<'de> Visitor<'de> for Shape {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let depth = self.depth.nested()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            match self.child(&key) {
+            match self.shape.child(&key) {
                 Some(shape) => {
-                    let value = map.next_value_seed(shape)?;
+                    let value = map.next_value_seed(Seed { shape, depth })?;
                     out.insert(key, value);
                 }
-                None => map.next_value_seed(Discard)?,
+                None => map.next_value_seed(Discard(depth))?,
             }
         }
         Ok(Value::Object(out))
@@ -180,9 +237,10 @@ impl<'de> Visitor<'de> for Shape {
 
 /// Reads one JSON value completely, with the checks of a `Value` parse (strings decoded and
 /// checked, numbers parsed and range-checked, depth limited), and keeps nothing. Strings
-/// without escapes are borrowed from the input, so nothing is allocated.
+/// without escapes are borrowed from the input, so nothing is allocated. The field is the
+/// nesting depth of the value, as in [`Seed`].
 #[derive(Clone, Copy, Debug)]
-struct Discard;
+struct Discard(Depth);
 
 impl<'de> DeserializeSeed<'de> for Discard {
     type Value = ();
@@ -228,14 +286,16 @@ impl<'de> Visitor<'de> for Discard {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Discard)?.is_some() {}
+        let inner = Discard(self.0.nested()?);
+        while seq.next_element_seed(inner)?.is_some() {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = Discard(self.0.nested()?);
         // Keys are decoded and checked as a `Value` parse does.
-        while map.next_key_seed(Discard)?.is_some() {
-            map.next_value_seed(Discard)?;
+        while map.next_key_seed(inner)?.is_some() {
+            map.next_value_seed(inner)?;
         }
         Ok(())
     }
@@ -245,12 +305,49 @@ impl<'de> Visitor<'de> for Discard {
 /// review and of its request, except `request.oldObject` (dropped) and the parts of
 /// `request.object` the injector does not read (see the module documentation).
 ///
+/// The view is read through sonic-rs's streaming serde `Deserializer` (SIMD string and
+/// number scanning: about 0.74x the instructions of the same view on serde_json, on an
+/// API-server pod). A body it refuses is parsed again by [`parse_review_serde`], whose
+/// answer (the view, or serde_json's error and its message) is returned: so the view
+/// accepts exactly the bodies `serde_json::from_slice` accepts, as long as sonic-rs refuses
+/// everything serde_json refuses, which `benches/json_readers.rs` (a table of invalid
+/// bodies), the unit tests below and the fuzz harness (property 6, `fuzz/src/lib.rs`) check.
+/// The nesting limit is the view's own: sonic-rs allows 255, serde_json 127 ([`MAX_DEPTH`]);
+/// bodies nesting deeper than [`SONIC_MAX_DEPTH`] (64) are left to serde_json.
+///
+/// sonic-rs's `Value` (its arena document) would parse in fewer instructions, but its
+/// parser recurses once per nesting level with no limit (cloudwego/sonic-rs#239, open as of
+/// 0.5.10: 10,000 nested `[` overflow a 2 MiB thread stack and abort the process, measured
+/// here), and bounding the nesting first cost what it saved. The streaming `Deserializer`
+/// recurses only through the view's visitors, which stop at [`MAX_DEPTH`].
+///
 /// # Errors
 /// The `serde_json` error when `body` is not one JSON value (syntax, trailing characters,
-/// nesting deeper than 128).
+/// nesting deeper than 127).
 pub fn parse_review(body: &[u8]) -> serde_json::Result<Value> {
+    match parse_review_sonic(body) {
+        Some(view) => Ok(view),
+        None => parse_review_serde(body),
+    }
+}
+
+/// The view read by sonic-rs, or `None` when sonic-rs (or the view's nesting limit) refuses
+/// the body.
+fn parse_review_sonic(body: &[u8]) -> Option<Value> {
+    let mut de = sonic_rs::Deserializer::from_slice(body);
+    let view = Seed::review(SONIC_MAX_DEPTH).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(view)
+}
+
+/// [`parse_review`] by serde_json alone: the reference the sonic-rs path must agree with,
+/// and the source of every parse error's message.
+///
+/// # Errors
+/// As [`parse_review`].
+pub fn parse_review_serde(body: &[u8]) -> serde_json::Result<Value> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = Shape::Review.deserialize(&mut de)?;
+    let value = Seed::review(MAX_DEPTH).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
@@ -259,11 +356,11 @@ pub fn parse_review(body: &[u8]) -> serde_json::Result<Value> {
 /// comparison in `benches/json_readers.rs`). The caller checks for trailing input.
 ///
 /// # Errors
-/// The deserializer's error.
+/// The deserializer's error, or a custom error for nesting deeper than 127.
 pub fn parse_review_from<'de, D: de::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Value, D::Error> {
-    Shape::Review.deserialize(deserializer)
+    Seed::review(MAX_DEPTH).deserialize(deserializer)
 }
 
 /// The injector's view of one object (a Pod, a workload or a pod template as a `Value`):
@@ -272,9 +369,17 @@ pub fn parse_review_from<'de, D: de::Deserializer<'de>>(
 ///
 /// # Errors
 /// Only if `object` holds something `serde_json` cannot represent (never for a parsed
-/// `Value`).
+/// `Value`), or nests deeper than a review may.
 pub fn object_view(object: &Value) -> serde_json::Result<Value> {
-    Shape::Object.deserialize(object)
+    // `request.object` sits in two objects (the review, its request).
+    Seed {
+        shape: Shape::Object,
+        depth: Depth {
+            at: 2,
+            limit: MAX_DEPTH,
+        },
+    }
+    .deserialize(object)
 }
 
 #[cfg(test)]
@@ -417,5 +522,161 @@ mod tests {
             parse_review(body).unwrap(),
             json!({"request": {"object": [{"kind": "Pod", "x": 1}]}})
         );
+    }
+
+    /// The sonic-rs path answers as serde_json does: the same view, or the same error, and
+    /// acceptance exactly when `serde_json::from_slice` accepts. Bodies around every rule a
+    /// strict parser checks, in a skipped part (`status`), a kept part (`volumes`) and the
+    /// review's own fields.
+    #[test]
+    fn sonic_path_agrees_with_serde_json() {
+        let nest = |n: usize| {
+            let mut v = b"[".repeat(n);
+            v.extend_from_slice(&b"]".repeat(n));
+            v
+        };
+        let values: Vec<Vec<u8>> = [
+            &b"[1e308, -0, 0, -1, 1.0, 1e2, \"a\\\"b\", null, true, false, {}, []]"[..],
+            b"1.5e+3018",
+            b"1e400",
+            b"-1e400",
+            b"1e-400",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            // Past u64: serde_json rounded it one ULP off without `float_roundtrip`
+            // (found by the fuzzer; sonic-rs rounds correctly).
+            b"18446744073789551615",
+            b"123456789012345678901234567890",
+            b"2.2250738585072011e-308",
+            b"0.30000000000000004",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"\"\xff\xfe\"",
+            b"\"\xc3\"",
+            b"\"\xed\xa0\x80\"",
+            br#""\ud800""#,
+            br#""\ude00\ud83d""#,
+            br#""\ud800\u0041""#,
+            br#""\ud83d\ude00""#,
+            br#""\u0000""#,
+            br#""\q""#,
+            br#""\u00""#,
+            b"\"a\x01b\"",
+            b"\"a\x00b\"",
+            b"\"\x7f\xe2\x80\xa8\"",
+            b"-",
+            b"01",
+            b"-01",
+            b"1.",
+            b".5",
+            b"+1",
+            b"1e",
+            b"1e+",
+            b"NaN",
+            b"Infinity",
+            b"[1,]",
+            br#"{"a":1,}"#,
+            br#"{"a" 1}"#,
+            b"{1:2}",
+            b"[1 2]",
+            b"tru",
+            b"nul",
+            b"\x0c1",
+            b"\xc2\xa01",
+            br#"{"a":1,"a":2}"#,
+            br#"{"k\u00e9y":"\u00e9"}"#,
+        ]
+        .iter()
+        .map(|v| v.to_vec())
+        .chain([122, 123, 124, 125, 126, 127].map(nest))
+        .collect();
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for v in &values {
+            for (before, after) in [
+                (
+                    &br#"{"kind":"AdmissionReview","request":{"uid":"u","object":{"kind":"Pod","status":{"x":"#[..],
+                    &b"}}}}"[..],
+                ),
+                (
+                    br#"{"kind":"AdmissionReview","request":{"uid":"u","object":{"kind":"Pod","spec":{"volumes":[{"name":"v","x":"#,
+                    b"}]}}}}",
+                ),
+                (br#"{"kind":"AdmissionReview","apiVersion":"#, b"}"),
+            ] {
+                let mut body = before.to_vec();
+                body.extend_from_slice(v);
+                body.extend_from_slice(after);
+                bodies.push(body);
+            }
+        }
+        for tail in [&b""[..], b" ", b"\n\t\r ", b" x", b"}", b"\x00", b"{}"] {
+            let mut body = br#"{"kind":"AdmissionReview"}"#.to_vec();
+            body.extend_from_slice(tail);
+            bodies.push(body);
+        }
+        bodies.extend([b"".to_vec(), b" ".to_vec(), b"\xef\xbb\xbf{}".to_vec()]);
+        let mut accepted = 0;
+        for body in &bodies {
+            let shown = String::from_utf8_lossy(body);
+            let reference = serde_json::from_slice::<Value>(body);
+            let serde = parse_review_serde(body);
+            let sonic = parse_review(body);
+            assert_eq!(serde.is_ok(), reference.is_ok(), "{shown}");
+            match (sonic, serde) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b, "{shown}");
+                    accepted += 1;
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{shown}"),
+                (a, b) => panic!("{shown}: sonic path {a:?}, serde_json {b:?}"),
+            }
+        }
+        // Both outcomes are exercised.
+        assert!(accepted > 20 && accepted + 20 < bodies.len(), "{accepted}");
+    }
+
+    /// 127 nested arrays and objects are accepted, 128 refused, wherever they are.
+    #[test]
+    fn nesting_is_limited_as_serde_json_limits_it() {
+        for (before, after, around) in [
+            (&br#"{"request":{"object":{"status":"#[..], &b"}}}"[..], 3),
+            (br#"{"request":{"object":{"spec":{"volumes":"#, b"}}}}", 4),
+            (br#"{"x":"#, b"}", 1),
+        ] {
+            // Around the sonic-rs bound (64), serde_json's limit (127), and far past both:
+            // 100,000 levels would abort the process inside sonic-rs (cloudwego/sonic-rs#239).
+            for total in [60, 64, 65, 126, 127, 128, 129, 300, 100_000] {
+                let inner = total - around;
+                let mut body = before.to_vec();
+                body.extend_from_slice(&b"[".repeat(inner));
+                body.extend_from_slice(&b"]".repeat(inner));
+                body.extend_from_slice(after);
+                let view = parse_review(&body);
+                assert_eq!(view.is_ok(), total <= 127, "{total} levels");
+                assert_eq!(
+                    view.is_ok(),
+                    serde_json::from_slice::<Value>(&body).is_ok(),
+                    "{total} levels"
+                );
+            }
+        }
+    }
+
+    /// The fixtures take the sonic-rs path (not the fallback), and it reads the same view.
+    #[test]
+    fn fixtures_are_read_by_sonic_rs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let body = std::fs::read(path).unwrap();
+            let view = parse_review_sonic(&body).expect("read by sonic-rs");
+            assert_eq!(view, parse_review_serde(&body).unwrap());
+            read += 1;
+        }
+        assert!(read >= 5, "{read} fixtures");
     }
 }
