@@ -30,7 +30,11 @@
 # `--features aws-lc-rs` for the aws-lc-rs provider instead of ring), BEFORE_BIN (another
 # build of `mcptrust`, e.g. the previous release: served on a third port and driven with
 # the same runs, so that one table holds before, after and nginx), RATE_RUNS (3: how many
-# times run (a) is repeated per server, for the spread of its p99).
+# times run (a) is repeated per server, for the spread of its p99), RATE_ONLY (1: only run
+# (a), for tail studies), SERVER_CPUS and LOAD_CPUS (CPU lists for `taskset -c`, e.g. 0 and
+# 1: the servers on one core and oha on the other, so that the load generator does not
+# preempt the server it measures), WEBHOOK_WORKERS (the webhook's tokio worker threads,
+# TOKIO_WORKER_THREADS; default one per CPU).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,6 +54,17 @@ NGINX_PORT=$((PORT_BASE + 2))
 BEFORE_PORT=$((PORT_BASE + 3))
 BEFORE_ADMIN_PORT=$((PORT_BASE + 4))
 RATE_RUNS=${RATE_RUNS:-3}
+RATE_ONLY=${RATE_ONLY:-0}
+# Optional CPU pinning: command prefixes (taskset and env exec their command, so `$!` stays
+# the server's own PID, whose memory is read below).
+SERVER_CPUS=${SERVER_CPUS:-}
+LOAD_CPUS=${LOAD_CPUS:-}
+server_on=(env)
+[ -n "$SERVER_CPUS" ] && server_on=(taskset -c "$SERVER_CPUS")
+load_on=(env)
+[ -n "$LOAD_CPUS" ] && load_on=(taskset -c "$LOAD_CPUS")
+webhook_env=(env)
+[ -n "${WEBHOOK_WORKERS:-}" ] && webhook_env+=("TOKIO_WORKER_THREADS=$WEBHOOK_WORKERS")
 
 log() { printf '>>> %s\n' "$*" >&2; }
 
@@ -100,7 +115,7 @@ openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" \
 
 # --- 3. servers ----------------------------------------------------------------------------
 log "starting mcptrust webhook on 127.0.0.1:$WEBHOOK_PORT"
-MCPTRUST_LOG=warn "$MCPTRUST" webhook \
+MCPTRUST_LOG=warn "${server_on[@]}" "${webhook_env[@]}" "$MCPTRUST" webhook \
     --tls-cert-file "$WORK/tls.crt" --tls-key-file "$WORK/tls.key" \
     --webhook-listen "127.0.0.1:$WEBHOOK_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     >"$WORK/webhook.log" 2>&1 &
@@ -114,7 +129,7 @@ curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null
 
 if [ -n "${BEFORE_BIN:-}" ]; then
     log "starting the before build ($BEFORE_BIN) on 127.0.0.1:$BEFORE_PORT"
-    MCPTRUST_LOG=warn "$BEFORE_BIN" webhook \
+    MCPTRUST_LOG=warn "${server_on[@]}" "${webhook_env[@]}" "$BEFORE_BIN" webhook \
         --tls-cert-file "$WORK/tls.crt" --tls-key-file "$WORK/tls.key" \
         --webhook-listen "127.0.0.1:$BEFORE_PORT" --admin-listen "127.0.0.1:$BEFORE_ADMIN_PORT" \
         >"$WORK/before.log" 2>&1 &
@@ -184,7 +199,7 @@ http {
 }
 EOF
 log "starting nginx (2 workers) on 127.0.0.1:$NGINX_PORT"
-"$NGINX" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx.out" 2>&1 &
+"${server_on[@]}" "$NGINX" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx.out" 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 50); do
     curl -fs --cacert "$WORK/ca.crt" -o /dev/null -X POST --data-binary "@$BODY" \
@@ -199,7 +214,7 @@ NGINX_BYTES=$(curl -fs --cacert "$WORK/ca.crt" -X POST --data-binary "@$BODY" \
 run_oha() { # name url args...
     local name=$1 url=$2
     shift 2
-    "$OHA" --no-tui --output-format json -w --insecure -m POST -T application/json -D "${SEND:-$BODY}" "$@" "$url" \
+    "${load_on[@]}" "$OHA" --no-tui --output-format json -w --insecure -m POST -T application/json -D "${SEND:-$BODY}" "$@" "$url" \
         >"$WORK/$name.json" 2>"$WORK/$name.err"
 }
 WEBHOOK_URL=https://127.0.0.1:$WEBHOOK_PORT/mutate
@@ -230,6 +245,7 @@ for target in $TARGETS; do
         sleep 1
     done
     cp "$WORK/rate-$target-1.json" "$WORK/rate-$target.json"
+    [ "$RATE_ONLY" = 1 ] && continue
     log "$target: saturation for $SAT_DURATION (HTTP/1.1, $SAT_CONNS connections)"
     run_oha "sat-h1-$target" "$url" -z "$SAT_DURATION" -c "$SAT_CONNS"
     sleep 1
@@ -249,10 +265,12 @@ RSS_PEAK=$(rss_kib "$WEBHOOK_PID" VmHWM)
 # --- 5. table ------------------------------------------------------------------------------
 python3 - "$WORK" "$BODY" "$RESPONSE_BYTES" "$RATE" "$DURATION" "$SAT_DURATION" \
     "$RSS_START" "$RSS_IDLE" "$RSS_AFTER" "$RSS_PEAK" "$SAT_CONNS" "$H2_CONNS" "$H2_STREAMS" \
-    "$LOADAVG" "$TARGETS" "$RATE_RUNS" <<'EOF'
+    "$LOADAVG" "$TARGETS" "$RATE_RUNS" "$RATE_ONLY" "$SERVER_CPUS" "$LOAD_CPUS" \
+    "${WEBHOOK_WORKERS:-}" <<'EOF'
 import json, os, sys
 (work, body, resp_bytes, rate, duration, sat_duration, rss_start, rss_idle, rss_after,
- rss_peak, sat_conns, h2_conns, h2_streams, loadavg, targets, rate_runs) = sys.argv[1:]
+ rss_peak, sat_conns, h2_conns, h2_streams, loadavg, targets, rate_runs, rate_only,
+ server_cpus, load_cpus, workers) = sys.argv[1:]
 targets = targets.split()
 
 def load(name):
@@ -273,6 +291,8 @@ def ms(x):
 print()
 print(f"body: {body} ({os.path.getsize(body)} bytes), answer {resp_bytes} bytes; "
       f"TLS 1.3, keep-alive; machine: {os.cpu_count()} CPUs, load average after the runs {loadavg}")
+print(f"servers on CPUs {server_cpus or 'any'}, oha on CPUs {load_cpus or 'any'}, "
+      f"webhook worker threads {workers or 'one per CPU'}")
 print()
 print(f"| {'run':<40} | {'server':<8} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | "
       f"{'p99.9 ms':>8} | {'max ms':>7} | {'errors':>11} |")
@@ -281,6 +301,8 @@ runs = [(f"(a) {rate} req/s for {duration}, HTTP/1.1", "rate"),
         (f"(b) saturation {sat_duration}, HTTP/1.1 x{sat_conns}", "sat-h1"),
         (f"(b) saturation {sat_duration}, HTTP/2 {h2_conns}x{h2_streams}", "sat-h2"),
         (f"(c) transport only, {{}} x{sat_conns}, HTTP/1.1", "tiny-h1")]
+if rate_only == "1":
+    runs = runs[:1]
 rps = {}
 for label, key in runs:
     for target in targets:
@@ -293,8 +315,9 @@ for label, key in runs:
               f"{ms(p.get('p99')):>7} | {ms(p.get('p99.9')):>8} | {ms(s.get('slowest')):>7} | "
               f"{f'{bad}/{total}':>11} |")
 print()
-for key, label in (("sat-h1", "HTTP/1.1"), ("sat-h2", "HTTP/2"),
-                   ("tiny-h1", "transport only (body {}, HTTP/1.1)")):
+for key, label in (() if rate_only == "1" else
+                   (("sat-h1", "HTTP/1.1"), ("sat-h2", "HTTP/2"),
+                    ("tiny-h1", "transport only (body {}, HTTP/1.1)"))):
     for target in (t for t in targets if t != "nginx"):
         print(f"saturation ratio {target}/nginx, {label}: "
               f"{rps[(key, target)] / rps[(key, 'nginx')]:.2f}")
