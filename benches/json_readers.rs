@@ -8,10 +8,11 @@
 //! - `view-serde`: `mcptrust::inject::view::parse_review_serde`, the webhook's reader until
 //!   issue 15 (serde_json, keeps only what the injector reads, validates the rest), now its
 //!   reference and fallback;
-//! - `view`: `mcptrust::inject::view::parse_review`, the webhook's reader: sonic-rs's
-//!   `Value` (its arena document), then the view read from it with serde_json's nesting
-//!   limit; a body sonic-rs refuses goes through `view-serde`;
-//! - `view-on-sonic`: the view driven by sonic-rs's streaming serde `Deserializer`;
+//! - `view`: `mcptrust::inject::view::parse_review`, the webhook's reader: the view driven
+//!   by sonic-rs's streaming serde `Deserializer`, nesting at most 64 deep; a body it
+//!   refuses goes through `view-serde`;
+//! - `view-on-sonic`: the same view on sonic-rs's `Deserializer` through
+//!   `parse_review_from`, without the fallback (serde_json's 127-level limit);
 //! - `sonic-value`: `sonic_rs::from_slice::<sonic_rs::Value>`, sonic-rs's own document;
 //! - `sonic-lazy`: `sonic_rs::get_many` of the subtrees the injector reads (`request.uid`,
 //!   the object's `metadata` and `spec`), left as raw text: a lower bound for a lazy

@@ -249,14 +249,6 @@ impl Context {
         before - records.len()
     }
 
-    /// How many TLS Secrets [`Context::certificates`] holds a record of.
-    pub fn certificate_records(&self) -> usize {
-        self.certificates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
     /// Sets how many McpServers [`run`] reconciles at once (0 is taken as 1).
     pub fn with_reconcile_concurrency(mut self, n: u16) -> Self {
         self.reconcile_concurrency = n.max(1);
@@ -727,9 +719,9 @@ mod tests {
         }
         writer.apply_watcher_event(&watcher::Event::InitDone);
         *ctx.managed_secrets.lock().unwrap() = Some(store);
-        assert_eq!(ctx.certificate_records(), 3);
+        assert_eq!(ctx.certificates.lock().unwrap().len(), 3);
         assert_eq!(ctx.forget_deleted_certificates().await, 1);
-        assert_eq!(ctx.certificate_records(), 2);
+        assert_eq!(ctx.certificates.lock().unwrap().len(), 2);
         let records = ctx.certificates.lock().unwrap();
         assert!(records.contains_key(&("a".into(), "kept-tls".into())));
         assert!(records.contains_key(&("b".into(), "kept-tls".into())));

@@ -73,8 +73,8 @@ impl Caches {
 /// The McpServers of one namespace in the index, sorted by name.
 struct Indexed {
     server: Arc<McpServer>,
-    /// The env block of this McpServer's settings, computed by the first admission that
-    /// needs it.
+    /// The env block of this McpServer's settings ([`Injection::resolve`] with it), computed
+    /// by the first admission that needs it; a change of the McpServer rebuilds the index.
     env: OnceLock<EnvBlock>,
 }
 
@@ -87,13 +87,8 @@ struct ServerIndex {
 }
 
 impl ServerIndex {
-    /// Groups `servers` by namespace, keeping the env blocks of `previous` for the objects
-    /// that have not changed (the same `Arc` in the store).
-    fn build(
-        generation: u64,
-        servers: Vec<Arc<McpServer>>,
-        previous: Option<&ServerIndex>,
-    ) -> Self {
+    /// Groups `servers` by namespace, each namespace's sorted by name.
+    fn build(generation: u64, servers: Vec<Arc<McpServer>>) -> Self {
         let mut by_namespace: HashMap<String, Vec<Indexed>> = HashMap::new();
         for server in servers {
             let ns = server.metadata.namespace.clone().unwrap_or_default();
@@ -102,20 +97,8 @@ impl ServerIndex {
                 env: OnceLock::new(),
             });
         }
-        for (ns, list) in &mut by_namespace {
+        for list in by_namespace.values_mut() {
             list.sort_by(|a, b| a.server.metadata.name.cmp(&b.server.metadata.name));
-            let Some(old) = previous.and_then(|p| p.by_namespace.get(ns)) else {
-                continue;
-            };
-            for entry in list.iter_mut() {
-                let name = &entry.server.metadata.name;
-                if let Ok(i) = old.binary_search_by(|o| o.server.metadata.name.cmp(name))
-                    && Arc::ptr_eq(&old[i].server, &entry.server)
-                    && let Some(env) = old[i].env.get()
-                {
-                    entry.env = OnceLock::from(env.clone());
-                }
-            }
         }
         Self {
             generation,
@@ -123,9 +106,6 @@ impl ServerIndex {
         }
     }
 }
-
-/// The McpServer that selects a pod, with its env block when one was remembered.
-type Selected = (Arc<McpServer>, Option<EnvBlock>);
 
 /// A [`Mutator`] that follows the cluster through [`Caches`].
 pub struct ClusterMutator {
@@ -171,42 +151,32 @@ impl ClusterMutator {
             // Another admission rebuilt it meanwhile, as of this change or a later one.
             return f(of(index, namespace));
         }
-        let index = ServerIndex::build(generation, servers, slot.as_ref());
+        let index = ServerIndex::build(generation, servers);
         f(of(slot.insert(index), namespace))
     }
 
     /// The McpServer that selects a pod with `labels` in `namespace` (the first by name
     /// when several do), with its env block.
-    fn select(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Option<Selected> {
+    fn select(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<(Arc<McpServer>, EnvBlock)> {
         self.with_namespace(namespace, |servers| {
-            servers
-                .iter()
-                .find(|s| {
-                    s.server
-                        .spec
-                        .pod_selector
-                        .as_ref()
-                        .is_some_and(|sel| crate::api::selector_matches(sel, labels))
-                })
-                .map(|s| (Arc::clone(&s.server), s.env.get().cloned()))
+            let s = servers.iter().find(|s| {
+                s.server
+                    .spec
+                    .pod_selector
+                    .as_ref()
+                    .is_some_and(|sel| crate::api::selector_matches(sel, labels))
+            })?;
+            // The block only reads what `Injection::resolve` takes from the config and
+            // the McpServer, never the per-pod mounts or bundle hash.
+            let env = s
+                .env
+                .get_or_init(|| EnvBlock::new(&Injection::resolve(&self.config, Some(&s.server))));
+            Some((Arc::clone(&s.server), env.clone()))
         })
-    }
-
-    /// Remembers the env block of `server` while the index still holds this object.
-    fn remember_env(&self, server: &Arc<McpServer>, env: &EnvBlock) {
-        let namespace = server.metadata.namespace.as_deref().unwrap_or_default();
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        let found = index.as_ref().and_then(|i| {
-            let list = i.by_namespace.get(namespace)?;
-            let at = list
-                .binary_search_by(|s| s.server.metadata.name.cmp(&server.metadata.name))
-                .ok()?;
-            list.get(at).filter(|s| Arc::ptr_eq(&s.server, server))
-        });
-        if let Some(entry) = found {
-            // Set once: a concurrent admission may have set the same block first.
-            let _ = entry.env.set(env.clone());
-        }
     }
 
     /// The settings for an object in `namespace` (pure over the caches' current state).
@@ -214,12 +184,14 @@ impl ClusterMutator {
         self.resolve(namespace, object).0
     }
 
-    /// [`ClusterMutator::injection_for`], with the selected McpServer and its env block
-    /// when one was remembered.
-    fn resolve(&self, namespace: &str, object: &Value) -> (Injection, Option<Selected>) {
+    /// [`ClusterMutator::injection_for`], with the env block of its settings.
+    fn resolve(&self, namespace: &str, object: &Value) -> (Injection, EnvBlock) {
         let (labels, annotations) = template_labels_annotations(object);
         let selected = self.select(namespace, &labels);
         let server = selected.as_ref().map(|(s, _)| s.as_ref());
+        let env = selected
+            .as_ref()
+            .map_or_else(|| self.default_env.clone(), |(_, env)| env.clone());
         let mut inj = Injection::resolve(&self.config, server);
         // The hash of the bundle the pod mounts, from the trust ConfigMap's own metadata:
         // the controller writes the ConfigMap before anything else, so this is never older
@@ -257,7 +229,7 @@ impl ClusterMutator {
                 }
             }
         }
-        (inj, selected)
+        (inj, env)
     }
 
     fn tls_mount(&self, namespace: &str, secret: &str, volume: &str, path: &str) -> TlsMount {
@@ -336,16 +308,7 @@ impl Mutator for ClusterMutator {
                     .and_then(Value::as_str)
             })
             .unwrap_or("default");
-        let (inj, selected) = self.resolve(ns, object);
-        let env = match selected {
-            None => self.default_env.clone(),
-            Some((_, Some(env))) => env,
-            Some((server, None)) => {
-                let env = EnvBlock::new(&inj);
-                self.remember_env(&server, &env);
-                env
-            }
-        };
+        let (inj, env) = self.resolve(ns, object);
         inject_with_env(object, &inj, &env)
     }
 }

@@ -20,6 +20,9 @@
 //! - `spec.template` and `spec.jobTemplate` (a workload's pod template, a CronJob's Job
 //!   template), by these same rules.
 //!
+//! The body is read by sonic-rs (SIMD) with serde_json as the reference and fallback; see
+//! [`parse_review`].
+//!
 //! A field of the wrong JSON type is kept as received, so the injector still reports it
 //! as malformed. The fuzz harness (`fuzz/src/lib.rs`, property 5) checks that the injector
 //! answers the same on the view as on the whole object, for every input it runs, and
