@@ -253,9 +253,11 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
     )
     .default_backoff()
     // The reflector has written the store when it yields: the resolver's index of
-    // McpServers by namespace is rebuilt on the next admission.
-    .for_each(move |_| {
-        changed.servers_changed();
+    // McpServers by namespace follows the event here, not on the admission path.
+    .for_each(move |event| {
+        if let Ok(event) = &event {
+            changed.apply_server_event(event);
+        }
         async {}
     });
     let s2 = reflector(

@@ -155,21 +155,21 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         .await
         .ok(&source_cm(&corp.cert_pem));
 
+    // The ConfigMap shared by the McpServers of the namespace with this trust: named
+    // after the trust's ingredients, owned by none of them.
+    let cm_name = mcptrust::api::trust_config_map_name(&server(mtls_spec(), None));
     let cm = api
         .expect(
             Method::PATCH,
-            "/api/v1/namespaces/agents/configmaps/mcptrust-github-trust",
+            &format!("/api/v1/namespaces/agents/configmaps/{cm_name}"),
             &["fieldManager=mcptrust-trust", "force=true"],
         )
         .await;
     assert_eq!(cm.body["kind"], "ConfigMap");
+    assert!(cm.body["metadata"].get("ownerReferences").is_none());
     assert_eq!(
-        cm.body["metadata"]["ownerReferences"][0]["kind"],
-        "McpServer"
-    );
-    assert_eq!(
-        cm.body["metadata"]["ownerReferences"][0]["controller"],
-        true
+        cm.body["metadata"]["labels"]["mcptrust.io/trust-key"],
+        cm_name.trim_start_matches("mcptrust-trust-")
     );
     assert_eq!(
         cm.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
@@ -308,7 +308,7 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         condition(status, "TrustBundleReady")["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("mcptrust-github-trust")
+            .contains(&cm_name)
     );
     assert_eq!(status["trustBundle"]["sha256"], bundle_sha.as_str());
     assert_eq!(status["trustBundle"]["certificates"], 1);
@@ -693,7 +693,8 @@ async fn rotation_rolls_selected_workloads() {
         "rotation": {"strategy": "RollingRestart"}
     });
     // The status remembers an older bundle.
-    let old_status = json!({"trustBundle": {"configMapName": "mcptrust-github-trust", "sha256": "00".repeat(32), "certificates": 1}});
+    let cm_name = mcptrust::api::trust_config_map_name(&server(spec.clone(), None));
+    let old_status = json!({"trustBundle": {"configMapName": cm_name, "sha256": "00".repeat(32), "certificates": 1}});
     let (ctx, mut api) = context(NOW);
     let task = tokio::spawn(reconcile(Arc::new(server(spec, Some(old_status))), ctx));
     expect_bundle(&mut api, &corp).await;

@@ -33,29 +33,11 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(90);
 
 fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&cp.kubectl(&all)).unwrap()
+    cp.get_json(args)
 }
 
 fn apply(cp: &ControlPlane, obj: &Value) {
-    let out = cp.kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=e2e",
-            "--force-conflicts",
-            "-f",
-            "-",
-        ],
-        &obj.to_string(),
-    );
-    assert!(
-        out.status.success(),
-        "applying {obj}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cp.apply(obj);
 }
 
 fn condition<'a>(server: &'a Value, type_: &str) -> Option<&'a Value> {

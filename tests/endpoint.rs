@@ -111,11 +111,17 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
     })
     .await;
     let url = format!("https://127.0.0.1:{}/mcp", server.port());
-    let pinned = json!({"pinnedSha256": old.sha256, "pinnedCertificate": old.cert_pem,
+    let mut pinned = json!({"pinnedSha256": old.sha256, "pinnedCertificate": old.cert_pem,
                         "observedGeneration": 1,
-                        "trustBundle": {"configMapName": "mcptrust-lab-trust", "sha256": "x", "certificates": 1}});
+                        "trustBundle": {"configMapName": "", "sha256": "x", "certificates": 1}});
     let (ctx, mut api) = context();
     let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true});
+    // The status names the ConfigMap this trust and pin use (no earlier one to look for).
+    pinned["trustBundle"]["configMapName"] = json!(mcptrust::api::trust_config_map_name(&lab(
+        &url,
+        trust.clone(),
+        Some(pinned.clone())
+    )));
     let task = tokio::spawn(reconcile(
         Arc::new(lab(&url, trust, Some(pinned.clone()))),
         ctx,

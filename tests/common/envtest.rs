@@ -509,6 +509,34 @@ impl ControlPlane {
         kubectl_with(&self.kubeconfig, args, Some(stdin))
     }
 
+    /// `kubectl get args... -o json`, parsed; panics when kubectl fails.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).unwrap()
+    }
+
+    /// A forced server-side apply of `obj` (field manager `e2e`); panics when it fails.
+    pub fn apply(&self, obj: &serde_json::Value) {
+        let out = self.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=e2e",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            &obj.to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "applying {obj}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A fresh namespace with a `default` ServiceAccount (no controller-manager creates one
     /// here): `prefix` itself the first time a binary asks for it, then `<prefix>-<n>`.
     pub fn namespace(&self, prefix: &str) -> String {
