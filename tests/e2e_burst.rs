@@ -299,8 +299,14 @@ fn burst_benchmark() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     cp.install_crds();
+    // BURST_NAMESPACES (1) spreads the McpServers round-robin over that many namespaces.
+    let namespaces: usize = std::env::var("BURST_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let op_ns = cp.namespace("mcptrust");
-    let ns = cp.namespace("burst");
+    let all_ns: Vec<String> = (0..namespaces).map(|_| cp.namespace("burst")).collect();
     let bin = std::env::var_os("BURST_OPERATOR_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(common::envtest::mcptrust_bin);
@@ -335,7 +341,11 @@ fn burst_benchmark() {
         .map(|w| {
             let items: Vec<Value> = (w..servers)
                 .step_by(workers)
-                .map(|i| mtls_server(&ns, i))
+                .map(|i| {
+                    let mut s = mtls_server(&all_ns[i % namespaces], i);
+                    s["metadata"]["labels"] = json!({"e2e.mcptrust.io/burst": "1"});
+                    s
+                })
                 .collect();
             let path = cp.dir.join(format!("burst-{w}.json"));
             std::fs::write(
@@ -387,12 +397,14 @@ fn burst_benchmark() {
     let ready_after = rt.block_on(async {
         use futures::StreamExt as _;
         use kube::runtime::{WatchStreamExt as _, watcher};
-        let api: kube::Api<mcptrust::api::McpServer> =
-            kube::Api::namespaced(cp.client().await, &ns);
+        let api: kube::Api<mcptrust::api::McpServer> = kube::Api::all(cp.client().await);
         let mut events = std::pin::pin!(
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
+            watcher(
+                api,
+                watcher::Config::default().labels("e2e.mcptrust.io/burst=1")
+            )
+            .default_backoff()
+            .applied_objects()
         );
         let mut ready = std::collections::HashSet::new();
         let wait = async {
@@ -402,7 +414,11 @@ fn burst_benchmark() {
                         .iter()
                         .any(|c| c.type_ == "Ready" && c.status == "True")
                 });
-                let name = s.metadata.name.clone().unwrap_or_default();
+                let name = format!(
+                    "{}/{}",
+                    s.metadata.namespace.as_deref().unwrap_or_default(),
+                    s.metadata.name.as_deref().unwrap_or_default()
+                );
                 if is_ready {
                     ready.insert(name);
                 } else {
@@ -430,7 +446,7 @@ fn burst_benchmark() {
     let (hwm, rss) = memory_kib(operator.pid);
     let mib = |k: u64| k as f64 / 1024.0;
     println!(
-        "burst: {servers} mTLS McpServers (1 client each, system roots, no probe), {workers} parallel kubectl create"
+        "burst: {servers} mTLS McpServers (1 client each, system roots, no probe) in {namespaces} namespace(s), {workers} parallel kubectl create"
     );
     println!(
         "operator: {} (--reconcile-concurrency {})",
@@ -479,7 +495,7 @@ fn burst_benchmark() {
         }
     );
     print_api_profile(&profile_start, &profile_ready);
-    print_config_map_bytes(cp, &ns);
+    print_config_map_bytes(cp, &all_ns);
 
     // A restart with every McpServer Ready: a new process lists everything, reconciles
     // each McpServer once, and must write nothing.
@@ -519,20 +535,24 @@ fn burst_benchmark() {
     );
 }
 
-/// Prints what the ConfigMaps of `ns` weigh: their count and total bytes as the API
+/// Prints what the ConfigMaps of `namespaces` weigh: their count and total bytes as the API
 /// server serves them (JSON, `kubectl get -o json` item by item; etcd stores protobuf,
 /// a few per cent smaller for text data, about 25 % smaller for the base64 of
 /// `binaryData`), and the share of the trust ConfigMaps (`mcptrust.io/component=trust`).
-/// Issue 22's goal: 1,000 McpServers with the same trust, one namespace, ≤ 2 MiB.
-fn print_config_map_bytes(cp: &ControlPlane, ns: &str) {
-    let items = list(cp, ns, "configmaps");
+/// Issue 22's goals: 1,000 McpServers with the same trust, one namespace, ≤ 2 MiB;
+/// 10,000 in 100 namespaces, ≤ 50 MiB.
+fn print_config_map_bytes(cp: &ControlPlane, namespaces: &[String]) {
+    let items: Vec<Value> = namespaces
+        .iter()
+        .flat_map(|ns| list(cp, ns, "configmaps"))
+        .collect();
     let size = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
     let trust: Vec<&Value> = items
         .iter()
         .filter(|c| c["metadata"]["labels"]["mcptrust.io/component"] == "trust")
         .collect();
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
-    println!("ConfigMaps in the namespace:");
+    println!("ConfigMaps in the {} namespace(s):", namespaces.len());
     println!(
         "  trust ConfigMaps             {:>8} holding {:.2} MiB",
         trust.len(),
