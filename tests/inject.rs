@@ -715,7 +715,8 @@ fn mcpserver_selector_picks_pods() {
     let b: Value = serde_saphyr::from_str(docs[1].text).expect("b");
     assert_eq!(
         trust_volume(&a["spec"]).expect("a vol")["configMap"]["name"],
-        "mcptrust-jira-trust"
+        mcptrust::api::trust_config_map_name(&server).as_str(),
+        "the shared ConfigMap of the McpServer's trust"
     );
     assert_eq!(
         env(&a["spec"]["containers"][0], "HTTPX_LOG_LEVEL"),
