@@ -11,13 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// Name of the per-McpServer trust ConfigMap that versions before the shared trust
-/// ConfigMaps wrote for McpServer `name` (`mcptrust-<name>-trust`). The controller no
-/// longer writes it: it deletes it once no pod of the McpServer mounts it.
-pub fn legacy_trust_config_map_name(name: &str) -> String {
-    format!("mcptrust-{name}-trust")
-}
-
 /// Prefix of the shared trust ConfigMaps' names ([`trust_config_map_name`]).
 pub const SHARED_TRUST_PREFIX: &str = "mcptrust-trust-";
 
