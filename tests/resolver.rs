@@ -299,4 +299,16 @@ fn the_index_and_the_env_blocks_follow_the_store() {
         caches.apply_server_event(&ev);
     }
     check(None, None);
+
+    // A relist (a watch that expired): while it runs the index keeps serving the old
+    // state, as the store does; at its end the index is the relisted McpServers.
+    let relisted = server("ns-7", "m-relisted", "target", "v4");
+    for ev in [watcher::Event::Init, watcher::Event::InitApply(relisted)] {
+        writer.apply_watcher_event(&ev);
+        caches.apply_server_event(&ev);
+    }
+    check(None, None);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    caches.apply_server_event(&watcher::Event::InitDone);
+    check(Some("ns-7/m-relisted"), Some("v4"));
 }
