@@ -12,47 +12,23 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::envtest::{ControlPlane, free_port, required, start_operator, wait_until_or};
+use common::envtest::{
+    ControlPlane, free_port, helm_release, helm_sdk, required, start_operator, wait_until_or,
+    webhook_ca_bundle,
+};
 
 fn helm(cp: &ControlPlane, action: &str) -> Result<String, String> {
-    let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ci/helm-release.py"))
-        .args([
-            action,
-            cp.kubeconfig.to_str().unwrap(),
-            "mcptrust",
-            "mcptrust",
-        ])
-        .output()
-        .map_err(|e| format!("python3: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    helm_release(cp, action, "mcptrust", &serde_json::json!({}))
 }
 
 fn ca_bundle(cp: &ControlPlane) -> String {
-    let out = cp.kubectl_output(&[
-        "get",
-        "mutatingwebhookconfiguration",
-        "mcptrust",
-        "-o",
-        "jsonpath={.webhooks[0].clientConfig.caBundle}",
-    ]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    webhook_ca_bundle(cp)
 }
 
 #[test]
 fn self_managed_ca_bundle_survives_helm_upgrade() {
     let Some(cp) = e2e!() else { return };
-    let probe = Command::new("python3")
-        .args(["-c", "import helm_sdkpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        let how = "helm-sdkpy is missing: pip install --ignore-requires-python helm-sdkpy cffi";
-        assert!(!required(), "{how}");
-        eprintln!("skipping: {how}");
+    if !helm_sdk() {
         return;
     }
     let installed = helm(cp, "install").unwrap_or_else(|e| panic!("helm install: {e}"));

@@ -409,6 +409,9 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none".into(),
             format!("--cert-dir={}", d("apiserver-certs")),
             "--allow-privileged=true".into(),
+            // No kube-proxy: a webhook behind a Service is called at one of its
+            // EndpointSlice's ready endpoints (a pod IP on the node's bridge).
+            "--enable-aggregator-routing=true".into(),
             "--v=1".into(),
         ];
         let p = Supervised::start(
@@ -523,7 +526,13 @@ impl ControlPlane {
             }
         };
         self.kubectl(&["create", "namespace", &name]);
-        self.kubectl(&["-n", &name, "create", "serviceaccount", "default"]);
+        // With a node, kube-controller-manager may have made it already.
+        let sa = self.kubectl_output(&["-n", &name, "create", "serviceaccount", "default"]);
+        assert!(
+            sa.status.success() || String::from_utf8_lossy(&sa.stderr).contains("already exists"),
+            "creating ServiceAccount {name}/default: {}",
+            String::from_utf8_lossy(&sa.stderr)
+        );
         name
     }
 
@@ -814,4 +823,59 @@ pub fn with_operator_namespaces(app: &str) -> Option<(&'static ControlPlane, Str
     let cp = control_plane()?;
     cp.install_crds();
     Some((cp, cp.namespace("mcptrust"), cp.namespace(app)))
+}
+
+/// `helm install|upgrade` of `charts/mcptrust` as release `mcptrust` in `namespace`, with
+/// `values` (JSON), through Helm's own library (helm-sdkpy, `ci/helm-release.py`). Helm's
+/// error text on failure.
+pub fn helm_release(
+    cp: &ControlPlane,
+    action: &str,
+    namespace: &str,
+    values: &serde_json::Value,
+) -> Result<String, String> {
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ci/helm-release.py"))
+        .args([
+            action,
+            cp.kubeconfig.to_str().unwrap(),
+            "mcptrust",
+            namespace,
+            &values.to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The `caBundle` of the chart's MutatingWebhookConfiguration `mcptrust` (base64), empty
+/// when unset.
+pub fn webhook_ca_bundle(cp: &ControlPlane) -> String {
+    let out = cp.kubectl_output(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "mcptrust",
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether Helm's library (helm-sdkpy) is importable; `false` after one line saying how to
+/// get it, or a panic when e2e tests are required.
+pub fn helm_sdk() -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", "import helm_sdkpy"])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    let how = "helm-sdkpy is missing: pip install --ignore-requires-python helm-sdkpy cffi";
+    assert!(!required(), "{how}");
+    eprintln!("skipping: {how}");
+    false
 }

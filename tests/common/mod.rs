@@ -7,6 +7,7 @@
 
 pub mod envtest;
 pub mod mcp;
+pub mod node;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
