@@ -141,6 +141,7 @@ impl Node {
         std::fs::copy(cp.dir.join("sa.key"), work.join("sa.key")).unwrap();
         let log = work.join("node.log");
         let started = Instant::now();
+        eprintln!("node: {}", disk_note(&dir));
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(SUPERVISOR)
@@ -232,8 +233,8 @@ impl Node {
         last
     }
 
-    /// A pod's status, its namespace's events and the kubelet log's tail: what a failed
-    /// wait prints.
+    /// A pod's status, its namespace's events, the disk the kubelet watches and the
+    /// kubelet log's tail: what a failed wait prints.
     pub fn diagnose(&self, ns: &str, pod: &str) -> String {
         let status =
             self.cp
@@ -244,10 +245,17 @@ impl Node {
         let kubelet =
             std::fs::read_to_string(self.dir.join("state/logs/kubelet.log")).unwrap_or_default();
         let lines: Vec<&str> = kubelet.lines().collect();
+        let evictions: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.contains("must evict"))
+            .copied()
+            .collect();
         format!(
-            "--- pod status\n{}\n--- events in {ns}\n{}\n--- kubelet log (tail)\n{}",
+            "--- pod status\n{}\n--- events in {ns}\n{}\n--- disk\n{}\n{}\n--- kubelet log (tail)\n{}",
             String::from_utf8_lossy(&status.stdout),
             String::from_utf8_lossy(&events.stdout),
+            disk_note(&self.dir),
+            evictions.join("\n"),
             lines[lines.len().saturating_sub(20)..].join("\n")
         )
     }
@@ -299,6 +307,40 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
+}
+
+/// The free space on `dir`'s filesystem, and a warning when it is near the kubelet's
+/// hard eviction threshold (the kit sets `nodefs.available` < 1 %: under it kubelet evicts
+/// every pod, which a test sees as pods that vanish or never schedule).
+pub fn disk_note(dir: &Path) -> String {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail,size"])
+        .arg(dir)
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let nums: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [avail, size] = nums[..] else {
+        return format!("free space of {} unknown", dir.display());
+    };
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let mut note = format!(
+        "{:.1} GiB free of {:.0} GiB on the filesystem of {}",
+        gib(avail),
+        gib(size),
+        dir.display()
+    );
+    if avail.saturating_mul(50) < size {
+        note.push_str(" (under 2 %: kubelet evicts every pod under 1 %; free some disk)");
+    }
+    note
 }
 
 /// Whether a pod (JSON) is Running with every container ready.
