@@ -343,8 +343,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let config = config.clone();
         let client = client.clone();
         let stop = stop_rx.clone();
+        let api_url = api_server.url.clone();
         tasks.spawn(async move {
             // Serve only from synced caches; a SIGTERM while syncing still exits.
+            readiness.set_waiting(format!("the API server {api_url} (webhook caches)"));
             let caches = tokio::select! {
                 c = start_caches(client, stop.clone()) => c,
                 _ = wait_stop(stop.clone()) => return Ok(()),

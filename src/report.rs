@@ -68,14 +68,23 @@ impl ApiServer {
     }
 }
 
-/// True for a rustls error, bare or inside an `io::Error` (as TLS streams report them;
-/// `io::Error::source` skips the error it wraps, so it is looked at directly).
+/// True for a rustls error, bare or inside `io::Error`s (as TLS streams report them,
+/// hyper-rustls wrapping tokio-rustls' `io::Error` once more; `io::Error::source` skips the
+/// error it wraps, so they are unwrapped with `get_ref`).
 fn is_tls(err: &(dyn Error + 'static)) -> bool {
-    err.downcast_ref::<rustls::Error>().is_some()
-        || err
+    let mut current: &(dyn Error + 'static) = err;
+    loop {
+        if current.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        match current
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
-            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            Some(inner) => current = inner,
+            None => return false,
+        }
+    }
 }
 
 /// `err` and its sources, outermost first.
@@ -134,9 +143,11 @@ mod tests {
                 not_found()
             )
         );
-        let tls = kube::Error::Service(Box::new(std::io::Error::other(
+        // As hyper-rustls reports it: tokio-rustls' io::Error wrapped in another.
+        let tls = kube::Error::Service(Box::new(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        )));
+        ))));
         assert!(
             server
                 .describe(&tls)
