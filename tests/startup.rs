@@ -119,17 +119,29 @@ fn s(p: &Path) -> &str {
 
 /// `mcptrust webhook` flags with both ports on free loopback ports and `files`.
 fn webhook_args(files: &TlsFiles) -> Vec<String> {
-    vec![
-        "webhook".into(),
-        "--admin-listen".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--webhook-listen".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--tls-cert-file".into(),
-        s(&files.cert).into(),
-        "--tls-key-file".into(),
-        s(&files.key).into(),
+    let mut args = vec!["webhook".to_owned()];
+    args.extend(serve_args(
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", free_port()),
+        files,
+    ));
+    args
+}
+
+/// The admin and webhook addresses and the TLS files, as flags.
+fn serve_args(admin: &str, webhook: &str, files: &TlsFiles) -> Vec<String> {
+    [
+        "--admin-listen",
+        admin,
+        "--webhook-listen",
+        webhook,
+        "--tls-cert-file",
+        s(&files.cert),
+        "--tls-key-file",
+        s(&files.key),
     ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 fn refs(v: &[String]) -> Vec<&str> {
@@ -541,4 +553,107 @@ async fn api_server_with_an_unknown_ca_names_the_trusted_ca() {
         .await
         .expect("join");
     server.stop().await;
+}
+
+/// Starts `mcptrust run` on the envtest control plane (webhook only), stderr to `log`.
+fn start_run_on(cp: &common::envtest::ControlPlane, log: &Path, args: &[String]) -> Child {
+    cp.install_crds();
+    bin()
+        .args([
+            "run",
+            "--kubeconfig",
+            s(&cp.kubeconfig),
+            "--disable-controller",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn mcptrust run")
+}
+
+/// certManager mode: the webhook waits for its Secret volume on purpose, logs `waiting for
+/// <path>` at once, says so on `/readyz`, turns ready once the files appear, and a SIGTERM
+/// ends it cleanly.
+#[test]
+fn run_waits_for_cert_manager_files_and_says_so() {
+    let Some(cp) = common::envtest::control_plane() else {
+        return;
+    };
+    let (dir, files) = TlsFiles::temp();
+    let admin = free_port();
+    let log = dir.path().join("run.log");
+    let mut args = serve_args(
+        &format!("127.0.0.1:{admin}"),
+        &format!("127.0.0.1:{}", free_port()),
+        &files,
+    );
+    args.extend(["--webhook-cert-mode".into(), "certManager".into()]);
+    let child = start_run_on(cp, &log, &args);
+    let waiting = format!("waiting for {}", files.cert.display());
+    common::envtest::wait_until(HARD_LIMIT, "the waiting line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&waiting))
+    });
+    let text = std::fs::read_to_string(&log).expect("log");
+    let line = text
+        .lines()
+        .find_map(|l| l.find(&waiting).map(|i| &l[i..]))
+        .expect("line");
+    assert_eq!(
+        line.split(" mode=").next(),
+        Some(
+            format!(
+                "{waiting} (the Secret is written by cert-manager): cannot read {}: {}",
+                files.cert.display(),
+                os_error(ENOENT)
+            )
+            .as_str()
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        common::envtest::http_get(admin, "/readyz"),
+        format!("not ready: {waiting}")
+    );
+    // cert-manager fills the volume: the webhook turns ready (polled every 2 s).
+    files.write_kubernetes(
+        &TestCa::new("cert-manager CA").server_leaf(&["localhost"]),
+        1,
+    );
+    common::envtest::wait_until(HARD_LIMIT, "ready", || {
+        common::envtest::http_get(admin, "/readyz") == "ready"
+    });
+    sigterm_exits_cleanly(child, &log);
+}
+
+/// `run`: the webhook port is taken. The webhook binds after its caches have synced; its
+/// failure then stops the admin port and the caches, and the process exits at once.
+#[test]
+fn run_webhook_port_in_use_exits_at_once() {
+    let Some(cp) = common::envtest::control_plane() else {
+        return;
+    };
+    let (dir, files) = valid_files();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let log = dir.path().join("run.log");
+    let t0 = Instant::now();
+    let mut args = serve_args(
+        &format!("127.0.0.1:{}", free_port()),
+        &addr.to_string(),
+        &files,
+    );
+    args.extend(["--webhook-cert-mode".into(), "provided".into()]);
+    let child = start_run_on(cp, &log, &args);
+    let exit = wait(child, &log, t0);
+    println!(
+        "run, webhook port in use: exit {:?} after {:?}",
+        exit.code, exit.elapsed
+    );
+    assert_eq!(
+        exit.error_line(),
+        format!("error: cannot listen on {addr}: {}", os_error(EADDRINUSE))
+    );
+    assert_eq!(exit.code, Some(1));
+    assert!(exit.elapsed < EXIT_BOUND, "took {:?}", exit.elapsed);
 }
