@@ -101,9 +101,19 @@ pub enum KubeconfigError {
         #[source]
         source: kube::config::KubeconfigError,
     },
-    /// No kubeconfig was named and the usual discovery failed.
-    #[error("no cluster configuration found (in-cluster, $KUBECONFIG or ~/.kube/config): {0}")]
-    Discovery(#[source] kube::Error),
+    /// No kubeconfig was named and the usual discovery (in-cluster, `$KUBECONFIG`,
+    /// `~/.kube/config`) failed.
+    #[error("no cluster configuration found: {0}")]
+    Discovery(#[source] kube::config::InferConfigError),
+    /// `--context` without `--kubeconfig`: the discovered kubeconfig lacks it or fails.
+    #[error("cannot use kubeconfig context {context}: {source}")]
+    Context {
+        /// The context.
+        context: String,
+        /// kube's error.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
 }
 
 impl KubeconfigError {
@@ -112,7 +122,7 @@ impl KubeconfigError {
         match self {
             Self::Read { .. } => "KubeconfigUnreadable",
             Self::Syntax { .. } | Self::Invalid { .. } => "KubeconfigInvalid",
-            Self::Discovery(_) => "NoClusterConfig",
+            Self::Discovery(_) | Self::Context { .. } => "NoClusterConfig",
         }
     }
 }
@@ -166,14 +176,15 @@ pub async fn kube_target(
             (config, ca)
         }
         None => {
-            let config = if context.is_some() {
-                Config::from_kubeconfig(&options)
-                    .await
-                    .map_err(|e| KubeconfigError::Discovery(e.into()))?
+            let config = if let Some(context) = context {
+                Config::from_kubeconfig(&options).await.map_err(|source| {
+                    KubeconfigError::Context {
+                        context: context.to_owned(),
+                        source,
+                    }
+                })?
             } else {
-                Config::infer()
-                    .await
-                    .map_err(|e| KubeconfigError::Discovery(kube::Error::InferConfig(e)))?
+                Config::infer().await.map_err(KubeconfigError::Discovery)?
             };
             let ca = config
                 .root_cert

@@ -80,10 +80,16 @@ fn wait(mut child: Child, log: &Path, t0: Instant) -> Exit {
 
 /// Runs `mcptrust <args>` to its exit.
 fn run_to_exit(dir: &Path, args: &[&str]) -> Exit {
+    run_to_exit_with(dir, args, &[])
+}
+
+/// [`run_to_exit`] with environment variables set.
+fn run_to_exit_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Exit {
     let log = dir.join(format!("stderr-{}.log", free_port()));
     let t0 = Instant::now();
     let child = bin()
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
@@ -365,6 +371,30 @@ fn kubeconfig_unreadable() {
             os_error(EISDIR)
         ),
     );
+}
+
+/// No `--kubeconfig`, not in a cluster, no `~/.kube/config`: kube's message (which names
+/// the file it tried), its cause once.
+#[test]
+fn no_cluster_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exit = run_to_exit_with(
+        dir.path(),
+        &["run", "--admin-listen", "127.0.0.1:0"],
+        &[("HOME", s(dir.path())), ("KUBERNETES_SERVICE_HOST", "")],
+    );
+    let line = exit.error_line();
+    assert!(
+        line.starts_with("error: no cluster configuration found: failed to infer config: "),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("{}/.kube/config", dir.path().display())),
+        "{line}"
+    );
+    assert_eq!(line.matches(&os_error(ENOENT)).count(), 1, "{line}");
+    assert_eq!(exit.code, Some(1));
+    assert!(exit.elapsed < EXIT_BOUND, "took {:?}", exit.elapsed);
 }
 
 #[test]
