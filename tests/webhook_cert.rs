@@ -945,14 +945,21 @@ async fn the_webhook_waits_for_the_secret_volume_to_be_filled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = common::TlsFiles::in_dir(dir.path());
     let (cert, key_path) = (files.cert.clone(), files.key.clone());
+    let readiness = mcptrust::admin::Readiness::new();
+    let waits = readiness.clone();
     let mut waiting = tokio::spawn(async move {
-        wait_for_tls_files(&cert, &key_path, CertMode::SelfManaged).await;
+        wait_for_tls_files(&cert, &key_path, CertMode::SelfManaged, &waits).await;
     });
     // An empty volume (the Secret does not exist yet): still waiting.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), &mut waiting)
             .await
             .is_err()
+    );
+    // `/readyz` says what it waits for.
+    assert_eq!(
+        readiness.reason(),
+        format!("waiting for {}", files.cert.display())
     );
     // The leader writes the Secret; the kubelet fills the volume.
     let p = plan(None, &Published::Missing, &settings(), unix_now()).expect("plan");

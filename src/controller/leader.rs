@@ -56,6 +56,7 @@ pub struct Elector {
     name: String,
     identity: String,
     timings: Timings,
+    api_server: crate::report::ApiServer,
 }
 
 /// What an attempt saw.
@@ -89,6 +90,24 @@ impl Elector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             timings,
+            api_server: crate::report::ApiServer::default(),
+        }
+    }
+
+    /// Names the API server (URL, CA) in the logs of failed attempts, e.g. `cannot reach
+    /// the API server https://10.96.0.1:443: …`; without it they say `the API server`.
+    #[must_use]
+    pub fn with_api_server(mut self, api_server: crate::report::ApiServer) -> Self {
+        self.api_server = api_server;
+        self
+    }
+
+    /// One line for a failed attempt (see [`crate::report::ApiServer::describe`]).
+    fn describe(&self, err: &kube::Error) -> String {
+        if self.api_server.url.is_empty() {
+            crate::report::one_line(err)
+        } else {
+            self.api_server.describe(err)
         }
     }
 
@@ -112,20 +131,44 @@ impl Elector {
         .boxed();
         loop {
             // Standby: try now, then on every change of the Lease and every retry period.
+            // Failures are logged with the server, the retry period and since when.
+            let mut failing_since: Option<Instant> = None;
             loop {
                 if *stop.borrow() {
                     return;
                 }
-                match self.try_acquire_or_renew(&mut observed).await {
+                // A connect that hangs (a blackholed address) must not delay a stop.
+                let attempt = tokio::select! {
+                    a = self.try_acquire_or_renew(&mut observed) => a,
+                    () = stopped(&mut stop) => return,
+                };
+                match attempt {
                     Ok(Attempt::Held) => break,
                     Ok(Attempt::HeldByOther(holder)) => {
+                        failing_since = None;
                         tracing::debug!(%holder, "lease held by another replica");
                     }
-                    Err(e) => tracing::warn!("leader election: {e}"),
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        tracing::warn!(
+                            "leader election: {}; retrying in {:?} (failing for {}s)",
+                            self.describe(&e),
+                            self.timings.retry_period,
+                            since.elapsed().as_secs()
+                        );
+                    }
                 }
+                // Only a seen Lease wakes it early: the watch's errors and its `Init` marker
+                // (yielded before each list attempt, which backs off on its own) would
+                // otherwise make a second attempt at once after each failed one.
                 tokio::select! {
                     _ = tokio::time::sleep(self.timings.retry_period) => {},
-                    _ = changes.next() => {},
+                    Some(Ok(
+                        watcher::Event::Apply(_)
+                        | watcher::Event::Delete(_)
+                        | watcher::Event::InitApply(_)
+                        | watcher::Event::InitDone,
+                    )) = changes.next() => {},
                     () = stopped(&mut stop) => return,
                 }
             }
@@ -154,10 +197,13 @@ impl Elector {
                                 break false;
                             }
                             Err(e) if last_renewal.elapsed() < self.timings.renew_deadline => {
-                                tracing::warn!("renewing the lease: {e}");
+                                tracing::warn!("renewing the lease: {}", self.describe(&e));
                             }
                             Err(e) => {
-                                tracing::warn!("renew deadline passed ({e}): giving up the lease");
+                                tracing::warn!(
+                                    "renew deadline passed ({}): giving up the lease",
+                                    self.describe(&e)
+                                );
                                 break false;
                             }
                         }

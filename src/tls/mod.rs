@@ -90,6 +90,14 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    /// The leaf certificate's notAfter has passed ([`check_not_expired`]).
+    #[error("certificate {} expired at {not_after}", path.display())]
+    Expired {
+        /// The certificate file.
+        path: PathBuf,
+        /// notAfter as text, e.g. `"Jan  1 00:00:00 2020 +00:00"`.
+        not_after: String,
+    },
     /// rustls rejected the configuration.
     #[error("rustls configuration: {0}")]
     Config(#[source] rustls::Error),
@@ -216,6 +224,26 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
     }
     tracing::debug!(cert = %cert_path.display(), %info, "loaded serving certificate");
     Ok(certified)
+}
+
+/// Fails with [`TlsError::Expired`] when the leaf certificate of `key` (read from
+/// `cert_path`) expired before `now_unix` (Unix seconds). A key whose leaf does not parse
+/// passes (see [`CertInfo::of`]).
+///
+/// # Errors
+/// [`TlsError::Expired`].
+pub fn check_not_expired(
+    key: &CertifiedKey,
+    cert_path: &Path,
+    now_unix: i64,
+) -> Result<(), TlsError> {
+    match CertInfo::of(key) {
+        Some(info) if info.not_after < now_unix => Err(TlsError::Expired {
+            path: cert_path.to_owned(),
+            not_after: info.not_after_text,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A [`ResolvesServerCert`] that always presents the current certificate, whatever the
