@@ -54,8 +54,9 @@ fn checkov_finds_nothing_unexplained_in_any_values_set() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
-    if out.status.code() == Some(2) || stderr.contains("ModuleNotFoundError") {
-        // helm-python-sdk or pyyaml missing: the chart cannot be rendered here.
+    if out.status.code() == Some(2) || stderr.contains("No module named") {
+        // checkov not runnable, or helm-python-sdk/pyyaml missing (helm-lint.py says "No
+        // module named ..."): the chart cannot be scanned here.
         assert!(!required(), "{stderr}");
         eprintln!("skipping: {stderr}");
         return;
