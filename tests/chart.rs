@@ -855,3 +855,56 @@ fn rendered_alerts_and_dashboard_are_the_checked_files() {
         "no rendered case enables the alerts and dashboard"
     );
 }
+
+#[test]
+fn rendered_webhook_configuration_rule_is_self_managed_only_and_names_the_chart_s_own() {
+    let Some(cases) = rendered() else { return };
+    for (case, docs) in &cases {
+        let dep = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("Deployment");
+        let env = |name: &str| {
+            dep["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .find(|e| e["name"] == name)
+                .and_then(|e| e["value"].as_str())
+                .unwrap_or_else(|| panic!("{case}: no {name}"))
+                .to_owned()
+        };
+        let mwc = docs
+            .iter()
+            .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+            .expect("MutatingWebhookConfiguration");
+        assert_eq!(
+            mwc["metadata"]["name"],
+            env("MCPTRUST_WEBHOOK_CONFIG_NAME"),
+            "{case}"
+        );
+        let rules: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole")
+            .flat_map(|d| d["rules"].as_array().expect("rules"))
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|x| x == "mutatingwebhookconfigurations"))
+            })
+            .collect();
+        if env("MCPTRUST_WEBHOOK_CERT_MODE") == "selfManaged" {
+            assert_eq!(rules.len(), 1, "{case}: {rules:?}");
+            assert_eq!(
+                rules[0]["resourceNames"],
+                json!([env("MCPTRUST_WEBHOOK_CONFIG_NAME")]),
+                "{case}: the rule must name the chart's own MutatingWebhookConfiguration only"
+            );
+        } else {
+            assert!(
+                rules.is_empty(),
+                "{case}: rendered outside selfManaged: {rules:?}"
+            );
+        }
+    }
+}

@@ -387,17 +387,15 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
 /// A real rustls mTLS handshake on 127.0.0.1 between the server Secret and the client
 /// Secret the controller wrote, dialled by name and by IP.
 async fn mtls_handshake(server_secret: &Value, client_secret: &Value) {
+    use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = |pem: &[u8]| -> Vec<CertificateDer<'static>> {
         mcptrust::pki::parse_pem_certificates("t", pem).expect("certs")
     };
-    let key = |pem: &[u8]| -> PrivateKeyDer<'static> {
-        rustls_pemfile::private_key(&mut &pem[..])
-            .expect("read")
-            .expect("key")
-    };
+    let key =
+        |pem: &[u8]| -> PrivateKeyDer<'static> { PrivateKeyDer::from_pem_slice(pem).expect("key") };
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&decode(server_secret, "ca.crt")) {
         roots.add(c).expect("root");

@@ -55,7 +55,7 @@ fn cluster() -> Option<&'static Node> {
             // any) is not enforced by this node's CNI anyway.
         });
         let started = Instant::now();
-        helm_release(cp, "install", RELEASE_NS, &values)
+        helm_release(cp, "install", "mcptrust", RELEASE_NS, &values)
             .unwrap_or_else(|e| panic!("helm install: {e}"));
         wait_until_or(
             Duration::from_secs(180),

@@ -19,6 +19,7 @@ use mcptrust::pki::{
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
@@ -497,12 +498,10 @@ impl TimeProvider for FixedClock {
 fn chain_and_key(
     data: &BTreeMap<String, Vec<u8>>,
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let certs = rustls_pemfile::certs(&mut data[TLS_CRT].as_slice())
+    let certs = CertificateDer::pem_slice_iter(&data[TLS_CRT])
         .collect::<Result<Vec<_>, _>>()
         .expect("tls.crt");
-    let key = rustls_pemfile::private_key(&mut data[TLS_KEY].as_slice())
-        .expect("tls.key")
-        .expect("a key");
+    let key = PrivateKeyDer::from_pem_slice(&data[TLS_KEY]).expect("tls.key");
     (certs, key)
 }
 

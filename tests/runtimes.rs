@@ -42,6 +42,8 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -161,12 +163,10 @@ type Files = Arc<HashMap<String, (&'static str, Vec<u8>)>>;
 
 fn tls_acceptor(ca: &TestCa, names: &[&str], ips: &[IpAddr]) -> TlsAcceptor {
     let leaf = ca.leaf_for(7, names, ips);
-    let certs: Vec<_> = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
         .map(|c| c.unwrap())
         .collect();
-    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(mcptrust::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()

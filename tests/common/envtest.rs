@@ -825,12 +825,13 @@ pub fn with_operator_namespaces(app: &str) -> Option<(&'static ControlPlane, Str
     Some((cp, cp.namespace("mcptrust"), cp.namespace(app)))
 }
 
-/// `helm install|upgrade` of `charts/mcptrust` as release `mcptrust` in `namespace`, with
-/// `values` (JSON), through Helm's own library (helm-sdkpy, `ci/helm-release.py`). Helm's
-/// error text on failure.
+/// `helm install|upgrade` of `charts/mcptrust` as `release` in `namespace`, with `values`
+/// (JSON), through Helm's own library (helm-sdkpy, `ci/helm-release.py`). Helm's error
+/// text on failure.
 pub fn helm_release(
     cp: &ControlPlane,
     action: &str,
+    release: &str,
     namespace: &str,
     values: &serde_json::Value,
 ) -> Result<String, String> {
@@ -839,7 +840,7 @@ pub fn helm_release(
         .args([
             action,
             cp.kubeconfig.to_str().unwrap(),
-            "mcptrust",
+            release,
             namespace,
             &values.to_string(),
         ])
