@@ -150,9 +150,10 @@ impl Drop for Supervised {
 
 pub use super::free_port;
 
-/// Whether e2e tests must run (CI): `MCPTRUST_E2E_REQUIRED=1`.
+/// Whether e2e tests must run (CI): `MCPTRUST_E2E_REQUIRED` is `1` or `true`
+/// ([`super::skip::required`]).
 pub fn required() -> bool {
-    std::env::var("MCPTRUST_E2E_REQUIRED").is_ok_and(|v| v == "1" || v == "true")
+    super::skip::required()
 }
 
 /// Paths and addresses of a running control plane.
@@ -190,13 +191,11 @@ pub fn control_plane() -> Option<&'static ControlPlane> {
             let assets = match std::env::var_os("KUBEBUILDER_ASSETS") {
                 Some(a) if !a.is_empty() => PathBuf::from(a),
                 _ => {
-                    let how = "set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd \
-                               (`export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh target/envtest)`, \
-                               or `setup-envtest use 1.36 -p path`)";
-                    if required() {
-                        panic!("e2e tests are required (MCPTRUST_E2E_REQUIRED=1) but {how}");
-                    }
-                    eprintln!("skipping e2e tests: {how}");
+                    super::skip::skip_or_fail(
+                        "kube-apiserver and etcd (KUBEBUILDER_ASSETS)",
+                        "export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh target/envtest) \
+                         or `setup-envtest use 1.36 -p path`",
+                    );
                     return None;
                 }
             };
@@ -689,20 +688,15 @@ pub fn metric_sum(exposition: &str, needle: &str) -> f64 {
 
 /// The documents of a rendered chart (`target/chart-render/<case>.yaml`, written by
 /// `ci/helm-lint.py`, which `.ci/run` runs before the tests) whose kind is in `kinds`.
-/// `None` (after saying how to make them) when the render is missing and e2e tests are not
-/// required.
+/// `None` (after [`super::skip::skip_or_fail`]) when the renders are missing or older than
+/// the chart ([`super::skip::chart_renders`]).
+///
+/// # Panics
+/// When the renders are fresh but `case` is not among them.
 pub fn chart_documents(case: &str, kinds: &[&str]) -> Option<Vec<serde_json::Value>> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/chart-render/{case}.yaml"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        let how = format!(
-            "{} is missing: run `python3 ci/helm-lint.py` first",
-            path.display()
-        );
-        assert!(!required(), "{how}");
-        eprintln!("skipping: {how}");
-        return None;
-    };
+    let path = super::skip::chart_renders()?.join(format!("{case}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (a case ci/helm-lint.py renders?)", path.display()));
     Some(
         mcptrust::inject::manifest::split_documents(&text)
             .into_iter()
@@ -759,15 +753,19 @@ pub fn start_controller_on(
     )
 }
 
-/// The items of `kubectl -n ns get kind -o json`; empty when kubectl fails.
+/// The items of `kubectl -n ns get kind -o json`.
+///
+/// # Panics
+/// When kubectl fails or prints no `items` list (an empty answer must not pass for "no
+/// objects").
 pub fn list_objects(cp: &ControlPlane, ns: &str, kind: &str) -> Vec<serde_json::Value> {
-    let out = cp.kubectl_output(&["-n", ns, "get", kind, "-o", "json"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    v["items"].as_array().cloned().unwrap_or_default()
+    let text = cp.kubectl(&["-n", ns, "get", kind, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("kubectl get {kind} -n {ns}: not JSON ({e}): {text}"));
+    v["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("kubectl get {kind} -n {ns}: no items: {text}"))
 }
 
 /// How many McpServers in `ns` have `Ready=True`.
