@@ -381,6 +381,10 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         );
     }
 
+    // The test's own Context (and its client) gone, the mock saw every request.
+    drop(ctx);
+    api.expect_done().await;
+
     mtls_handshake(&server_secret, &client_secret).await;
 }
 
@@ -489,6 +493,7 @@ async fn missing_source_is_a_condition_not_an_error() {
     assert!(st.body["status"].get("trustBundle").is_none());
     st.status_ok();
     let action = task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert!(
         format!("{action:?}").contains("60s"),
         "retry soon: {action:?}"
@@ -510,6 +515,7 @@ async fn missing_key_names_the_keys_present() {
     );
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A Secret holding a certificate for the server, as the controller wrote it earlier.
@@ -598,6 +604,7 @@ async fn certificate_scenario(
     assert!(note.contains(want_reason), "{want_reason} not in {note}");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     written
 }
 
@@ -667,6 +674,7 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
     expect_bundle_ca_and_secret(&mut api, &corp, &fed, Some(&current)).await;
     let status = api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
 
     // Second pass a minute later (no probe due), with that status: nothing to write but the (idempotent) apply of
@@ -743,6 +751,7 @@ async fn rotation_rolls_selected_workloads() {
     .await
     .ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": []}));
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A reconcile of `github` (mTLS, no clients, one private trust source) started, its
@@ -788,6 +797,7 @@ async fn federation_ca_race_reads_the_winner() {
     api.expect_event("agents").await;
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A TLS Secret that appears between the GET (404) and the create (409 AlreadyExists) is
@@ -821,6 +831,7 @@ async fn secret_created_meanwhile_is_applied() {
     assert_eq!(api.expect_event("agents").await.1, "Issued");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -865,4 +876,5 @@ async fn opted_in_namespace_gets_the_default_bundle() {
     );
     cm.echo();
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
