@@ -381,6 +381,10 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         );
     }
 
+    // The test's own Context (and its client) gone, the mock saw every request.
+    drop(ctx);
+    api.expect_done().await;
+
     mtls_handshake(&server_secret, &client_secret).await;
 }
 
@@ -487,6 +491,7 @@ async fn missing_source_is_a_condition_not_an_error() {
     assert!(st.body["status"].get("trustBundle").is_none());
     st.status_ok();
     let action = task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert!(
         format!("{action:?}").contains("60s"),
         "retry soon: {action:?}"
@@ -508,6 +513,7 @@ async fn missing_key_names_the_keys_present() {
     );
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A Secret holding a certificate for the server, as the controller wrote it earlier.
@@ -596,6 +602,7 @@ async fn certificate_scenario(
     assert!(note.contains(want_reason), "{want_reason} not in {note}");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     written
 }
 
@@ -665,6 +672,7 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
     expect_bundle_ca_and_secret(&mut api, &corp, &fed, Some(&current)).await;
     let status = api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
 
     // Second pass a minute later (no probe due), with that status: nothing to write but the (idempotent) apply of
@@ -741,6 +749,7 @@ async fn rotation_rolls_selected_workloads() {
     .await
     .ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": []}));
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A reconcile of `github` (mTLS, no clients, one private trust source) started, its
@@ -786,6 +795,7 @@ async fn federation_ca_race_reads_the_winner() {
     api.expect_event("agents").await;
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A TLS Secret that appears between the GET (404) and the create (409 AlreadyExists) is
@@ -819,6 +829,7 @@ async fn secret_created_meanwhile_is_applied() {
     assert_eq!(api.expect_event("agents").await.1, "Issued");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -863,4 +874,5 @@ async fn opted_in_namespace_gets_the_default_bundle() {
     );
     cm.echo();
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }

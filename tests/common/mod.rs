@@ -2,12 +2,14 @@
 //! client and webhook leaves (rcgen), PEM files in a tempdir (plain or Kubernetes `..data`
 //! style), an HTTPS client that trusts only the test CA, AdmissionReview builders and a
 //! webhook server harness on 127.0.0.1. [`mcp`] adds the probe's servers (MCP handlers over
-//! HTTPS or HTTP, CONNECT proxies).
+//! HTTPS or HTTP, CONNECT proxies). [`skip`] holds the one rule for a test whose tool or file is missing
+//! ([`skip::skip_or_fail`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod envtest;
 pub mod mcp;
 pub mod node;
+pub mod skip;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -29,7 +29,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::envtest::{ControlPlane, control_plane, required};
+use super::envtest::{ControlPlane, control_plane};
 
 /// The machine-wide lock file that test binaries take turns on.
 pub const LOCK: &str = "/tmp/mcptrust-node.lock";
@@ -89,23 +89,18 @@ pub fn node() -> Option<&'static Node> {
     NODE.get_or_init(|| {
         let how = "set MCPTRUST_NODE_DIR to what `../shared/node/setup.sh DIR` printed \
                    (`export MCPTRUST_NODE_DIR=$(../shared/node/setup.sh $PWD/target/node | tail -n1)`)";
-        let dir = match std::env::var_os("MCPTRUST_NODE_DIR") {
-            Some(d) if !d.is_empty() => PathBuf::from(d),
-            _ => {
-                assert!(!required(), "node tests are required (MCPTRUST_E2E_REQUIRED=1) but {how}");
-                eprintln!("skipping node tests: {how}");
-                return None;
-            }
+        let dir = std::env::var_os("MCPTRUST_NODE_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .filter(|d| {
+                ["kubelet", "kube-scheduler", "kube-controller-manager", "cri-stopall"]
+                    .iter()
+                    .all(|b| d.join("bin").join(b).exists())
+            });
+        let Some(dir) = dir else {
+            super::skip::skip_or_fail("the real node (MCPTRUST_NODE_DIR)", how);
+            return None;
         };
-        for bin in ["kubelet", "kube-scheduler", "kube-controller-manager", "cri-stopall"] {
-            let path = dir.join("bin").join(bin);
-            if !path.exists() {
-                let why = format!("{} is missing: {how}", path.display());
-                assert!(!required(), "{why}");
-                eprintln!("skipping node tests: {why}");
-                return None;
-            }
-        }
         let cp = control_plane()?;
         Some(Node::start(dir, cp))
     })
