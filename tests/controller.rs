@@ -381,23 +381,25 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         );
     }
 
+    // The test's own Context (and its client) gone, the mock saw every request.
+    drop(ctx);
+    api.expect_done().await;
+
     mtls_handshake(&server_secret, &client_secret).await;
 }
 
 /// A real rustls mTLS handshake on 127.0.0.1 between the server Secret and the client
 /// Secret the controller wrote, dialled by name and by IP.
 async fn mtls_handshake(server_secret: &Value, client_secret: &Value) {
+    use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = |pem: &[u8]| -> Vec<CertificateDer<'static>> {
         mcptrust::pki::parse_pem_certificates("t", pem).expect("certs")
     };
-    let key = |pem: &[u8]| -> PrivateKeyDer<'static> {
-        rustls_pemfile::private_key(&mut &pem[..])
-            .expect("read")
-            .expect("key")
-    };
+    let key =
+        |pem: &[u8]| -> PrivateKeyDer<'static> { PrivateKeyDer::from_pem_slice(pem).expect("key") };
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&decode(server_secret, "ca.crt")) {
         roots.add(c).expect("root");
@@ -489,6 +491,7 @@ async fn missing_source_is_a_condition_not_an_error() {
     assert!(st.body["status"].get("trustBundle").is_none());
     st.status_ok();
     let action = task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert!(
         format!("{action:?}").contains("60s"),
         "retry soon: {action:?}"
@@ -510,6 +513,7 @@ async fn missing_key_names_the_keys_present() {
     );
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A Secret holding a certificate for the server, as the controller wrote it earlier.
@@ -598,6 +602,7 @@ async fn certificate_scenario(
     assert!(note.contains(want_reason), "{want_reason} not in {note}");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     written
 }
 
@@ -667,6 +672,7 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
     expect_bundle_ca_and_secret(&mut api, &corp, &fed, Some(&current)).await;
     let status = api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
 
     // Second pass a minute later (no probe due), with that status: nothing to write but the (idempotent) apply of
@@ -744,6 +750,7 @@ async fn rotation_rolls_selected_workloads() {
     .await
     .ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": []}));
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A reconcile of `github` (mTLS, no clients, one private trust source) started, its
@@ -789,6 +796,7 @@ async fn federation_ca_race_reads_the_winner() {
     api.expect_event("agents").await;
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A TLS Secret that appears between the GET (404) and the create (409 AlreadyExists) is
@@ -822,6 +830,7 @@ async fn secret_created_meanwhile_is_applied() {
     assert_eq!(api.expect_event("agents").await.1, "Issued");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -866,4 +875,5 @@ async fn opted_in_namespace_gets_the_default_bundle() {
     );
     cm.echo();
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }

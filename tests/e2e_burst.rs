@@ -20,6 +20,7 @@ use common::envtest::{
     ControlPlane, Supervised, free_port, http_get, list_objects, metric_sum, mtls_server,
     proc_status_kib, ready_count, start_operator, wait_until_or,
 };
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 
 fn list(cp: &ControlPlane, ns: &str, kind: &str) -> Vec<Value> {
@@ -646,10 +647,7 @@ fn secrets_changed_behind_the_operators_back_are_reissued(
         let pem = base64::engine::general_purpose::STANDARD
             .decode(pem.trim())
             .unwrap();
-        let der = rustls_pemfile::certs(&mut pem.as_slice())
-            .next()
-            .expect("a certificate")
-            .unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("a certificate");
         let sha: String = ring::digest::digest(&ring::digest::SHA256, &der)
             .as_ref()
             .iter()

@@ -73,6 +73,7 @@ async fn self_signed_server_is_pinned_then_verified() {
     );
     assert_eq!(status["endpoint"]["peer"]["selfSigned"], true);
     let action = task.await.unwrap().unwrap();
+    api.expect_done().await;
     assert!(
         format!("{action:?}").contains("1s"),
         "rebuild the bundle at once: {action:?}"
@@ -100,6 +101,7 @@ async fn self_signed_server_is_pinned_then_verified() {
             .is_some_and(|s| !s.is_empty())
     );
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -145,6 +147,7 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
     assert_eq!(condition(&status, "EndpointVerified")["status"], "False");
     assert_eq!(condition(&status, "Ready")["status"], "False");
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 
     // The user re-pins deliberately with spec.trust.pinnedSha256.
     let (ctx, mut api) = context();
@@ -156,6 +159,7 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
     let status = api.expect_status("agents", "lab").await;
     assert_eq!(status["pinnedSha256"], new.sha256.as_str());
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -196,6 +200,7 @@ async fn forged_self_signed_certificate_is_refused() {
         "{c}"
     );
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -236,6 +241,7 @@ async fn unknown_authority_names_the_missing_issuer() {
         "{ready}"
     );
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 
     // With the right CA in the source, the same endpoint is verified.
     let (ctx, mut api) = context();
@@ -248,6 +254,7 @@ async fn unknown_authority_names_the_missing_issuer() {
     assert_eq!(condition(&status, "EndpointVerified")["reason"], "Verified");
     assert_eq!(condition(&status, "Ready")["status"], "True");
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -278,4 +285,5 @@ async fn endpoint_probing_can_be_turned_off() {
     assert!(status.get("endpoint").is_none());
     assert_eq!(condition(&status, "Ready")["status"], "True");
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }

@@ -17,6 +17,13 @@ use crate::probe::{ProbeOptions, ProbeReport, Reason};
 /// Default seconds between two probes of an unchanged McpServer (5 minutes), before jitter.
 pub const PROBE_INTERVAL_SECS: i64 = 300;
 
+/// Seconds before the first retry of a failed probe. Retries then double (5, 10, 20, 40...
+/// seconds after the first failure) up to [`interval`]: a server usually starts after its
+/// certificate Secret exists, so the first probe of a new McpServer often meets a refused
+/// connection, and the status should turn True within seconds of the server answering,
+/// not after a whole interval.
+pub const PROBE_RETRY_SECS: i64 = 5;
+
 /// Runs a probe. The live implementation is [`LiveProber`]; tests inject their own.
 pub trait Prober: Send + Sync {
     /// Probes with `opts`; never fails (every problem is in the report).
@@ -49,20 +56,52 @@ pub fn interval(server: &McpServer) -> i64 {
     PROBE_INTERVAL_SECS + jitter
 }
 
-/// Whether a probe is due: never probed, the interval elapsed, the spec changed
-/// (`generation` ≠ `observedGeneration`), or the bundle changed.
-pub fn is_due(server: &McpServer, old: &McpServerStatus, bundle_changed: bool, now: i64) -> bool {
+/// Seconds from a probe at `at` (Unix seconds) to the next one: [`interval`] after a
+/// success (`verified`), and after a failure the time `EndpointVerified` has been False
+/// by then (its `lastTransitionTime` in `old`; none yet means the failure starts at `at`),
+/// clamped to [`PROBE_RETRY_SECS`]..=[`interval`]: retries 5, 10, 20, 40... s after the
+/// first failure, then every interval.
+pub fn next_delay(server: &McpServer, old: &McpServerStatus, verified: bool, at: i64) -> i64 {
+    let interval = interval(server);
+    if verified {
+        return interval;
+    }
+    let failing_since = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::ENDPOINT_VERIFIED && c.status != "True")
+        .map_or(at, |c| c.last_transition_time.0.as_second());
+    (at - failing_since).clamp(PROBE_RETRY_SECS.min(interval), interval)
+}
+
+/// Whether `old` reports the endpoint verified (`EndpointVerified=True`, or no such
+/// condition yet).
+fn verified(old: &McpServerStatus) -> bool {
+    old.conditions
+        .iter()
+        .find(|c| c.type_ == types::ENDPOINT_VERIFIED)
+        .is_none_or(|c| c.status == "True")
+}
+
+/// When the probe after the last one (`old`'s `lastProbeTime`) is due, in Unix seconds;
+/// `None` when it never ran.
+pub fn next_probe_time(server: &McpServer, old: &McpServerStatus) -> Option<i64> {
     let last = old
         .endpoint
         .as_ref()
         .and_then(|e| e.last_probe_time.as_ref())
-        .map(|t| t.0.as_second());
-    match last {
+        .map(|t| t.0.as_second())?;
+    Some(last + next_delay(server, old, verified(old), last))
+}
+
+/// Whether a probe is due: never probed, the delay after the last probe elapsed
+/// ([`next_delay`]: the interval, or a retry's backoff after a failure), the spec changed
+/// (`generation` ≠ `observedGeneration`), or the bundle changed.
+pub fn is_due(server: &McpServer, old: &McpServerStatus, bundle_changed: bool, now: i64) -> bool {
+    match next_probe_time(server, old) {
         None => true,
-        Some(last) => {
-            now - last >= interval(server)
-                || server.metadata.generation != old.observed_generation
-                || bundle_changed
+        Some(next) => {
+            now >= next || server.metadata.generation != old.observed_generation || bundle_changed
         }
     }
 }
@@ -333,6 +372,41 @@ mod tests {
             "never probed"
         );
         assert!((PROBE_INTERVAL_SECS..PROBE_INTERVAL_SECS + 60).contains(&interval(&s)));
+    }
+
+    #[test]
+    fn a_failed_probe_is_retried_with_doubling_backoff_up_to_the_interval() {
+        // EndpointVerified False since T; probes at T, T+5, T+10, T+20...
+        let failing = |last: i64| {
+            server(
+                json!({"observedGeneration": 2,
+                    "endpoint": {"lastProbeTime": k8s_openapi::jiff::Timestamp::from_second(last).expect("time").to_string()},
+                    "conditions": [{"type": "EndpointVerified", "status": "False", "reason": "ConnectionRefused",
+                        "message": "m", "lastTransitionTime": k8s_openapi::jiff::Timestamp::from_second(T).expect("time").to_string()}]}),
+                2,
+                json!({}),
+            )
+        };
+        let mut at = T;
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            let s = failing(at);
+            let old = s.status.clone().unwrap_or_default();
+            let next = next_probe_time(&s, &old).expect("probed before");
+            assert!(!is_due(&s, &old, false, next - 1), "not before {next}");
+            assert!(is_due(&s, &old, false, next));
+            delays.push(next - at);
+            at = next;
+        }
+        let i = interval(&failing(T));
+        assert_eq!(&delays[..6], &[5, 5, 10, 20, 40, 80]);
+        assert_eq!(delays[8], i, "capped at the interval: {delays:?}");
+        // The first failure of a probe that was verified (or never ran) retries in 5 s;
+        // a success waits the interval.
+        let s = failing(T);
+        let fresh = McpServerStatus::default();
+        assert_eq!(next_delay(&s, &fresh, false, T), PROBE_RETRY_SECS);
+        assert_eq!(next_delay(&s, &fresh, true, T), i);
     }
 
     #[test]

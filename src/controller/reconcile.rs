@@ -1063,18 +1063,16 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
                 ctx.event(&server, EventType::Warning, &c.reason, &c.message)
                     .await;
             }
+            let verified = eval.condition.status == "True";
             desired.push(eval.condition);
             status.endpoint = Some(eval.endpoint);
-            next_probe = Some(now + super::endpoint::interval(&server));
+            next_probe =
+                Some(now + super::endpoint::next_delay(&server, &old_status, verified, now));
         } else {
             if let Some(c) = super::endpoint::carried_over(&old_status) {
                 desired.push(c);
             }
-            next_probe = old_status
-                .endpoint
-                .as_ref()
-                .and_then(|e| e.last_probe_time.as_ref())
-                .map(|t| t.0.as_second() + super::endpoint::interval(&server));
+            next_probe = super::endpoint::next_probe_time(&server, &old_status);
         }
     }
 

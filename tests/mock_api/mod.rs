@@ -264,12 +264,19 @@ impl Verifier {
         status
     }
 
-    /// The code under test is done and dropped its client: asserts no further request.
+    /// The code under test is done and dropped its client: asserts that it made no further
+    /// request (the test consumed exactly the expected ones).
+    ///
+    /// # Panics
+    /// On a further request (with its method and URI), or when the client is still held
+    /// after [`HANG_GUARD`] (a task still running would otherwise hang the test).
     pub async fn expect_done(mut self) {
-        assert!(
-            self.handle.next_request().await.is_none(),
-            "an unexpected API call"
-        );
+        let next = tokio::time::timeout(HANG_GUARD, self.handle.next_request())
+            .await
+            .expect("the client is still held: the code under test did not finish");
+        if let Some((req, _)) = next {
+            panic!("an unexpected API call: {} {}", req.method(), req.uri());
+        }
     }
 }
 
