@@ -35,6 +35,16 @@ const SKIPS: &[(&str, &str, &str)] = &[
          on the node (e2e_node)",
     ),
     (
+        "tests/chart_scan.rs",
+        "checkov",
+        "the chart's checkov scan over every rendered values set",
+    ),
+    (
+        "tests/chart_scan.rs",
+        "a runnable checkov and helm-python-sdk",
+        "the same scan, when checkov or the chart renderer cannot run",
+    ),
+    (
         "tests/common/node.rs",
         "the real node (MCPTRUST_NODE_DIR)",
         "every test on the real node (tests/e2e_node.rs)",
