@@ -14,6 +14,7 @@
 //! - [`controller`]: the McpServer controller (bundles, certificates, endpoint probing,
 //!   egress, rotation, status) and the webhook's cluster view;
 //! - [`probe`]: endpoint diagnosis shared by `mcptrust probe` and the controller;
+//! - [`renew`]: `mcptrust renew`, a renewal requested through an annotation;
 //! - [`operator`]: `mcptrust run`, wiring controller, webhook and admin port together;
 //! - [`config`] and [`shutdown`]: the `--config` flag with its loading, and the shared
 //!   SIGTERM/Ctrl-C stop, below both the operator and the command line;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod operator;
 pub mod pki;
 pub mod probe;
+pub mod renew;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
