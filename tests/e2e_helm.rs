@@ -9,11 +9,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::envtest::{
-    ControlPlane, free_port, helm_release, helm_sdk, required, start_operator, wait_until_or,
+    ControlPlane, free_port, helm_release, helm_sdk, start_operator, wait_until_or,
     webhook_ca_bundle,
 };
 

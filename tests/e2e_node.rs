@@ -1014,16 +1014,13 @@ fn seed_000_stdio_child_reaches_https_through_the_intercepting_proxy() {
     let ns = injected_namespace(cp, "seed000");
     let proxy = format!("http://{HOST_IP}:{}", mitm.port);
     proxied_sandbox(cp, &ns, "agent", &mitm.ca_pem, &proxy);
-    let opted_out = {
-        let mut p = pod(
-            &ns,
-            "agent-plain",
-            "localhost/curl:local",
-            json!({"app": "agent", "mcptrust.io/inject": "false"}),
-            &["sleep", "3600"],
-        );
-        p
-    };
+    let opted_out = pod(
+        &ns,
+        "agent-plain",
+        "localhost/curl:local",
+        json!({"app": "agent", "mcptrust.io/inject": "false"}),
+        &["sleep", "3600"],
+    );
     apply(
         cp,
         &[
