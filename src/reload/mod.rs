@@ -29,6 +29,15 @@ pub enum ReloadError {
     /// The two reads of the certificate pair differ: a swap is still in progress.
     #[error("the certificate changed between two reads: the swap is still in progress")]
     PairChanging,
+    /// `pidfd_open` or `pidfd_send_signal` failed (ESRCH: the process is gone).
+    #[error("signalling PID {pid}: {source}")]
+    Signal {
+        /// The target's PID.
+        pid: u32,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ReloadError {
@@ -39,6 +48,7 @@ impl ReloadError {
             Self::BadStat(_) => "BadStat",
             Self::Pair(_) => "InvalidKeyPair",
             Self::PairChanging => "PairChanging",
+            Self::Signal { .. } => "SignalFailed",
         }
     }
 }
@@ -143,6 +153,54 @@ pub fn choose_target(
         [] => Err(NoTarget::NoMatch),
         [one] => Ok(*one),
         many => Err(NoTarget::Ambiguous(many.to_vec())),
+    }
+}
+
+/// A process held by a pidfd: signals reach exactly the process that was opened, never
+/// a later one that reused its PID (ESRCH once it is gone).
+#[derive(Debug)]
+pub struct PidHandle {
+    pid: u32,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PidHandle {
+    /// Opens `pid` (`pidfd_open`).
+    ///
+    /// # Errors
+    /// [`ReloadError::Signal`] when there is no such process (or it is not visible).
+    pub fn open(pid: u32) -> Result<Self, ReloadError> {
+        let err = |source: std::io::Error| ReloadError::Signal { pid, source };
+        let raw = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+        let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+            .map_err(|e| err(e.into()))?;
+        Ok(Self { pid, fd })
+    }
+
+    /// The PID it was opened for.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` (`pidfd_send_signal`).
+    ///
+    /// # Errors
+    /// [`ReloadError::Signal`]: ESRCH when the process has exited, EPERM across UIDs.
+    pub fn signal(&self, signal: crate::api::ReloadSignal) -> Result<(), ReloadError> {
+        use crate::api::ReloadSignal as S;
+        use rustix::process::Signal;
+        let sig = match signal {
+            S::Sighup => Signal::HUP,
+            S::Sigusr1 => Signal::USR1,
+            S::Sigusr2 => Signal::USR2,
+        };
+        rustix::process::pidfd_send_signal(&self.fd, sig).map_err(|e| ReloadError::Signal {
+            pid: self.pid,
+            source: e.into(),
+        })
     }
 }
 

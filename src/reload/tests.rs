@@ -245,3 +245,80 @@ fn decisions() {
     assert_eq!(decide(&go_handles, 1), Decision::Signal);
     assert!(!Decision::Signal.needs_fallback());
 }
+
+/// Waits up to 20 s for `pid`'s SigCgt to satisfy `cond` (a Python child installs its
+/// handler after it starts).
+fn wait_sig_cgt(pid: u32, cond: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let mask = sig_cgt(&text).expect("SigCgt");
+        if cond(mask) || Instant::now() > deadline {
+            return mask;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Real processes: one that handles SIGHUP is signalled through a pidfd and keeps
+/// running; one that does not is not signalled by [`decide`], and the same signal would
+/// have killed it; a pidfd of a reaped process signals nothing.
+#[test]
+fn pidfd_signals_only_a_target_that_catches() {
+    use std::io::BufRead as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::{Command, Stdio};
+    let hup = crate::api::ReloadSignal::Sighup;
+
+    let mut handler = Command::new("python3")
+        .args([
+            "-c",
+            "import signal, sys, time\nsignal.signal(signal.SIGHUP, lambda *a: print('reloaded', flush=True))\nprint('ready', flush=True)\nwhile True: time.sleep(1)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = std::io::BufReader::new(handler.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().expect("line").expect("read"), "ready");
+    let mask = wait_sig_cgt(handler.id(), |m| catches(m, 1));
+    let caught = Facts {
+        sig_cgt: mask,
+        ..facts()
+    };
+    assert_eq!(decide(&caught, hup.number()), Decision::Signal);
+    PidHandle::open(handler.id())
+        .expect("pidfd")
+        .signal(hup)
+        .expect("signal");
+    assert_eq!(lines.next().expect("line").expect("read"), "reloaded");
+    assert!(handler.try_wait().expect("wait").is_none(), "still running");
+    handler.kill().expect("kill");
+    handler.wait().expect("reap");
+
+    let mut sleeper = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let mask = wait_sig_cgt(sleeper.id(), |_| true);
+    let not_caught = Facts {
+        sig_cgt: mask,
+        ..facts()
+    };
+    assert_eq!(decide(&not_caught, hup.number()), Decision::SkipNotCaught);
+    assert!(
+        sleeper.try_wait().expect("wait").is_none(),
+        "not signalled, still running"
+    );
+    // What the check prevents: the same signal ends it.
+    let handle = PidHandle::open(sleeper.id()).expect("pidfd");
+    handle.signal(hup).expect("signal");
+    let status = sleeper.wait().expect("reap");
+    assert_eq!(
+        status.signal(),
+        Some(1),
+        "SIGHUP killed the process that does not catch it"
+    );
+    // Reaped: its PID may be reused, its pidfd signals nothing.
+    let err = handle.signal(hup).expect_err("gone");
+    assert!(
+        matches!(&err, ReloadError::Signal { source, .. } if source.raw_os_error() == Some(3)),
+        "{err}"
+    );
+}
