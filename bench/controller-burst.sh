@@ -10,7 +10,8 @@
 #
 # PROFILE=release (default) runs a release build of the operator; PROFILE=debug a debug one.
 # BURST_CONCURRENCY sets the operator's --reconcile-concurrency (its default otherwise);
-# BURST_SERVERS (1000) and BURST_AFTER_SECS (60) size the run. Besides the operator's
+# BURST_SERVERS (1000), BURST_NAMESPACES (1: the McpServers go round-robin into that many
+# namespaces) and BURST_AFTER_SECS (60) size the run; it also prints the ConfigMaps' bytes. Besides the operator's
 # figures it prints the API server's own request profile over the burst (time spent per
 # verb and resource, from kube-apiserver's /metrics), kube-apiserver's and etcd's CPU, and
 # a restart of the operator with every McpServer Ready (time to reconcile all, writes, RSS).

@@ -60,6 +60,10 @@ REJECTED = [
     ("serviceCidrs not a CIDR", {"proxy": {"serviceCidrs": ["10.96.0.0"]}}, "/proxy/serviceCidrs/0"),
     ("log.format=yaml", {"log": {"format": "yaml"}}, "/log/format"),
     ("private key in extraCAs", {"trust": {"extraCAs": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"}}, "/trust/extraCAs"),
+    ("token lifetime 3607 (extended to a year)", {"serviceAccount": {"token": {"expirationSeconds": 3607}}}, "/serviceAccount/token/expirationSeconds"),
+    ("token lifetime below 600", {"serviceAccount": {"token": {"expirationSeconds": 300}}}, "/serviceAccount/token/expirationSeconds"),
+    ("networkPolicy unknown key", {"networkPolicy": {"ingress": {"webhookFrom": []}}}, "'webhookFrom' not allowed"),
+    ("networkPolicy peer with a typo", {"networkPolicy": {"ingress": {"adminFrom": [{"namespaceSelecter": {}}]}}}, "/networkPolicy/ingress/adminFrom/0"),
     ("Deny with Warn", {"enforcement": {"requireInjection": {"enabled": True, "validationActions": ["Deny", "Warn"]}}}, "/enforcement/requireInjection/validationActions"),
 ]
 
@@ -187,8 +191,9 @@ def check_rendered(case: str, v: dict, docs: list[dict], release: str, ns: str) 
                     and sc.get("capabilities", {}).get("drop") == ["ALL"] and psc.get("runAsNonRoot")
                     and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"):
         errs.append(f"security context too weak: pod {psc}, container {sc}")
-    if dep and pod.get("automountServiceAccountToken") is not True:
-        errs.append("the operator pod needs its service account token")
+    if dep and pod.get("automountServiceAccountToken") is not False:
+        errs.append("the operator pod must not automount its token (it projects it explicitly)")
+    errs += check_token_volume(v, pod, c) if dep else []
     sa = by_kind.get("ServiceAccount", [{}])[0]
     if sa.get("automountServiceAccountToken") is not False:
         errs.append("the ServiceAccount must not mount its token by default")
@@ -210,6 +215,7 @@ def check_rendered(case: str, v: dict, docs: list[dict], release: str, ns: str) 
     if dep and v["replicaCount"] > 1 and v["topologySpread"]["mode"] != "none" and not pod.get("topologySpreadConstraints"):
         errs.append("several replicas but no topology spread")
 
+    errs += check_network_policy(v, by_kind, dep)
     pdbs = by_kind.get("PodDisruptionBudget", [])
     want_pdb = v["podDisruptionBudget"]["enabled"] and v["replicaCount"] > 1
     if bool(pdbs) != want_pdb:
@@ -236,6 +242,79 @@ def check_rendered(case: str, v: dict, docs: list[dict], release: str, ns: str) 
         errs.append("config proxy.httpsProxy does not follow the values")
     if v["trust"]["extraCAs"].strip() and v["trust"]["extraCAs"].strip() not in (config.get("defaultTrust") or {}).get("extraCasPem", ""):
         errs.append("config defaultTrust.extraCasPem lacks trust.extraCAs")
+    return errs
+
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def check_token_volume(v: dict, pod: dict, c: dict) -> list[str]:
+    """The projected ServiceAccount token: mounted where kube's in-cluster config reads it
+    (token, ca.crt, namespace), with the lifetime and audience of the values."""
+    errs: list[str] = []
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+    m = mounts.get(SA_DIR)
+    if not m or not m.get("readOnly"):
+        return [f"no read-only mount at {SA_DIR}: {sorted(mounts)}"]
+    vol = next((x for x in pod.get("volumes", []) if x.get("name") == m["name"]), {})
+    sources = (vol.get("projected") or {}).get("sources") or []
+    files: dict[str, dict] = {}
+    for src in sources:
+        if "serviceAccountToken" in src:
+            files[src["serviceAccountToken"]["path"]] = src
+        for kind in ("configMap", "downwardAPI"):
+            for item in (src.get(kind) or {}).get("items", []):
+                files[item["path"]] = src
+    if sorted(files) != ["ca.crt", "namespace", "token"]:
+        errs.append(f"the projected volume holds {sorted(files)}, want ca.crt, namespace, token")
+        return errs
+    tok = files["token"]["serviceAccountToken"]
+    want = v["serviceAccount"]["token"]
+    if tok.get("expirationSeconds") != want["expirationSeconds"] or tok.get("audience", "") != want["audience"]:
+        errs.append(f"token source {tok} does not follow serviceAccount.token {want}")
+    if (files["ca.crt"].get("configMap") or {}).get("name") != "kube-root-ca.crt":
+        errs.append("ca.crt must come from the kube-root-ca.crt ConfigMap")
+    ns_item = next(i for i in files["namespace"]["downwardAPI"]["items"] if i["path"] == "namespace")
+    if ns_item.get("fieldRef", {}).get("fieldPath") != "metadata.namespace":
+        errs.append(f"namespace file: {ns_item}")
+    return errs
+
+
+def check_network_policy(v: dict, by_kind: dict[str, list[dict]], dep: dict) -> list[str]:
+    """The NetworkPolicy of mcptrust's own pods: rendered iff networkPolicy.enabled; it
+    selects exactly the Deployment's pods; in: the webhook port from anywhere, the admin
+    port from networkPolicy.ingress.adminFrom only; out: the API server, DNS and the
+    endpoint ports, nothing else."""
+    errs: list[str] = []
+    nps = by_kind.get("NetworkPolicy", [])
+    want = v["networkPolicy"]
+    if len(nps) != (1 if want["enabled"] else 0):
+        return [f"{len(nps)} NetworkPolicies rendered, networkPolicy.enabled is {want['enabled']}"]
+    for np in nps:
+        spec = np["spec"]
+        tpl_labels = dep.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+        sel = spec.get("podSelector", {}).get("matchLabels", {})
+        if sel != dep.get("spec", {}).get("selector", {}).get("matchLabels") or not sel.items() <= tpl_labels.items():
+            errs.append(f"NetworkPolicy podSelector {sel} is not the Deployment's selector")
+        if sorted(spec.get("policyTypes", [])) != ["Egress", "Ingress"]:
+            errs.append(f"policyTypes {spec.get('policyTypes')}")
+        ingress = {tuple(p["port"] for p in r.get("ports", [])): r for r in spec.get("ingress", [])}
+        if "from" in ingress.get(("webhook",), {"from": 1}):
+            errs.append("the webhook port must be open to any source (the API server's address is not knowable)")
+        admin = ingress.get(("admin",))
+        if (admin or {}).get("from") != (want["ingress"]["adminFrom"] or None):
+            errs.append(f"admin port peers {admin} are not networkPolicy.ingress.adminFrom")
+        if set(ingress) - {("webhook",), ("admin",)}:
+            errs.append(f"unexpected ingress rules: {list(ingress)}")
+        egress = [sorted((p["port"], p.get("protocol")) for p in r.get("ports", [])) for r in spec.get("egress", [])]
+        e = want["egress"]
+        expect = [sorted((p, "TCP") for p in e["apiServerPorts"]), [(53, "TCP"), (53, "UDP")]]
+        if e["endpointPorts"]:
+            expect.append(sorted((p, "TCP") for p in e["endpointPorts"]))
+        if egress != expect:
+            errs.append(f"egress ports {egress}, want {expect}")
+        if any(not r.get("ports") for r in spec.get("egress", []) + spec.get("ingress", [])):
+            errs.append("a NetworkPolicy rule without ports")
     return errs
 
 

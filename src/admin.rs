@@ -4,8 +4,8 @@
 //! never compete with admission traffic.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -30,9 +30,13 @@ pub struct AdminArgs {
 
 /// Whether the process is ready to take admission traffic (`/readyz`). Starts not ready;
 /// the webhook marks it ready once its TLS certificate is loaded and its listener bound,
-/// and not ready again when it starts draining. Clones share the flag.
+/// and not ready again when it starts draining. While not ready it may say what it waits
+/// for ([`Readiness::set_waiting`]). Clones share the flag and the reason.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    waiting_for: Arc<Mutex<Option<String>>>,
+}
 
 impl Readiness {
     /// A new flag, not ready.
@@ -40,19 +44,43 @@ impl Readiness {
         Self::default()
     }
 
-    /// Marks ready.
+    /// Marks ready (and forgets what it waited for).
     pub fn set_ready(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        *self.lock_reason() = None;
+        self.ready.store(true, Ordering::SeqCst);
     }
 
     /// Marks not ready.
     pub fn set_not_ready(&self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// Marks not ready, waiting for `what` (e.g. a file path); `/readyz` then answers
+    /// `not ready: waiting for <what>`.
+    pub fn set_waiting(&self, what: impl Into<String>) {
+        self.ready.store(false, Ordering::SeqCst);
+        *self.lock_reason() = Some(what.into());
     }
 
     /// True when ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Why not ready, as `/readyz` says it: `waiting for <what>` after
+    /// [`Readiness::set_waiting`], else `TLS not loaded`.
+    pub fn reason(&self) -> String {
+        match self.lock_reason().as_deref() {
+            Some(what) => format!("waiting for {what}"),
+            None => "TLS not loaded".to_owned(),
+        }
+    }
+
+    fn lock_reason(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A panic while holding this lock cannot leave the Option half-written.
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -65,7 +93,8 @@ struct AdminState {
 /// The admin routes:
 /// - `GET /livez`: 200 `ok` while the process serves HTTP at all;
 /// - `GET /readyz`: 200 `ready`, or 503 `not ready: TLS not loaded` before the webhook is
-///   up (and while it drains);
+///   up (and while it drains), `not ready: waiting for <path>` while it waits for its
+///   certificate files ([`Readiness::reason`]);
 /// - `GET /metrics`: [`Metrics::encode`] with content type
 ///   `application/openmetrics-text; version=1.0.0; charset=utf-8`.
 pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
@@ -84,7 +113,12 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     if state.readiness.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: TLS not loaded").into_response()
+        let reason = state.readiness.reason();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+            .into_response()
     }
 }
 

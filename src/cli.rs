@@ -95,7 +95,7 @@ fn read_input(name: &str) -> anyhow::Result<String> {
             .context("reading standard input")?;
         Ok(s)
     } else {
-        std::fs::read_to_string(name).with_context(|| format!("reading {name}"))
+        std::fs::read_to_string(name).with_context(|| format!("cannot read {name}"))
     }
 }
 
@@ -105,9 +105,14 @@ fn read_input(name: &str) -> anyhow::Result<String> {
 /// Unreadable file, invalid YAML, or not an McpServer.
 pub fn load_mcpserver(path: &std::path::Path) -> anyhow::Result<McpServer> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading McpServer {}", path.display()))?;
-    let server: McpServer = serde_saphyr::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("McpServer {}: {e}", path.display()))?;
+        .with_context(|| format!("cannot read McpServer {}", path.display()))?;
+    let server: McpServer = serde_saphyr::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid McpServer {}: {}",
+            path.display(),
+            crate::config::parse_message(&e)
+        )
+    })?;
     Ok(server)
 }
 

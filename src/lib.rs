@@ -19,7 +19,8 @@
 //! - [`operator`]: `mcptrust run`, wiring controller, webhook and admin port together;
 //! - [`config`] and [`shutdown`]: the `--config` flag with its loading, and the shared
 //!   SIGTERM/Ctrl-C stop, below both the operator and the command line;
-//! - [`cli`] and [`telemetry`]: the command line (parse and dispatch only) and logging.
+//! - [`cli`] and [`telemetry`]: the command line (parse and dispatch only) and logging;
+//! - [`report`]: one-line error reports (each cause once, the API server's URL and CA).
 
 #![warn(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod pki;
 pub mod probe;
 pub mod reload;
 pub mod renew;
+pub mod report;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

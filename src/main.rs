@@ -16,7 +16,8 @@ fn main() -> std::process::ExitCode {
     match mcptrust::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line, each cause once (see `mcptrust::report`).
+            eprintln!("error: {}", mcptrust::report::one_line_anyhow(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -71,6 +71,62 @@ pub struct RunArgs {
     pub config: ConfigArgs,
 }
 
+/// Start-up errors of the kube client configuration, one line each with the file named
+/// once (kube's own errors quote the path again, in Debug form).
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    /// The kubeconfig file cannot be read (missing, permissions, a directory).
+    #[error("cannot read kubeconfig {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kubeconfig file is not valid YAML: the parser's message with line and column.
+    #[error("invalid kubeconfig {}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's one-line message, e.g. `unclosed bracket '[' at line 1, column 11`.
+        message: String,
+    },
+    /// The kubeconfig file is not a usable kubeconfig (context, cluster, CA, keys).
+    #[error("invalid kubeconfig {}: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// kube's error.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// No kubeconfig was named and the usual discovery (in-cluster, `$KUBECONFIG`,
+    /// `~/.kube/config`) failed.
+    #[error("no cluster configuration found: {0}")]
+    Discovery(#[source] kube::config::InferConfigError),
+    /// `--context` without `--kubeconfig`: the discovered kubeconfig lacks it or fails.
+    #[error("cannot use kubeconfig context {context}: {source}")]
+    Context {
+        /// The context.
+        context: String,
+        /// kube's error.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+}
+
+impl KubeconfigError {
+    /// A stable reason: `KubeconfigUnreadable`, `KubeconfigInvalid` or `NoClusterConfig`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "KubeconfigUnreadable",
+            Self::Syntax { .. } | Self::Invalid { .. } => "KubeconfigInvalid",
+            Self::Discovery(_) | Self::Context { .. } => "NoClusterConfig",
+        }
+    }
+}
+
 /// The client configuration from `--kubeconfig`/`--context`, or by the usual discovery.
 ///
 /// # Errors
@@ -79,21 +135,106 @@ pub async fn kube_config(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
 ) -> anyhow::Result<Config> {
+    Ok(kube_target(kubeconfig, context).await?.0)
+}
+
+/// [`kube_config`], with what error messages need about the server: its URL and where
+/// its CA comes from ([`crate::report::ApiServer`]).
+///
+/// # Errors
+/// [`KubeconfigError`].
+pub async fn kube_target(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<(Config, crate::report::ApiServer), KubeconfigError> {
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
     };
-    Ok(match kubeconfig {
+    let (config, ca) = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kc, &options).await?
+            // Read once ourselves so that an unreadable file is told apart from an invalid one.
+            std::fs::read(path).map_err(|source| KubeconfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let invalid = |source| match source {
+                kube::config::KubeconfigError::Parse(e) => KubeconfigError::Syntax {
+                    path: path.to_owned(),
+                    message: crate::config::parse_message(&e),
+                },
+                source => KubeconfigError::Invalid {
+                    path: path.to_owned(),
+                    source,
+                },
+            };
+            let kc = Kubeconfig::read_from(path).map_err(invalid)?;
+            let ca = kubeconfig_ca(&kc, context, path);
+            let config = Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(invalid)?;
+            (config, ca)
         }
-        None if context.is_some() => Config::from_kubeconfig(&options).await?,
-        None => Config::infer().await.context(
-            "no cluster configuration found (in-cluster, $KUBECONFIG or ~/.kube/config)",
-        )?,
-    })
+        None => {
+            let config = if let Some(context) = context {
+                Config::from_kubeconfig(&options).await.map_err(|source| {
+                    KubeconfigError::Context {
+                        context: context.to_owned(),
+                        source,
+                    }
+                })?
+            } else {
+                Config::infer().await.map_err(KubeconfigError::Discovery)?
+            };
+            let ca = config
+                .root_cert
+                .as_ref()
+                .map(|_| "the discovered kubeconfig's certificate-authority".to_owned());
+            (config, ca)
+        }
+    };
+    let ca = match &config.root_cert_file {
+        Some(file) => Some(file.display().to_string()),
+        None => ca.filter(|_| config.root_cert.is_some()),
+    };
+    let server = crate::report::ApiServer {
+        url: config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned(),
+        ca,
+    };
+    Ok((config, server))
+}
+
+/// Where the CA of the cluster that `context` (or the current context) selects comes from:
+/// its `certificate-authority` file, or `certificate-authority-data of cluster "<name>" in
+/// <path>`; `None` when it names none (system roots) or the context is unknown.
+fn kubeconfig_ca(kc: &Kubeconfig, context: Option<&str>, path: &std::path::Path) -> Option<String> {
+    let name = context.or(kc.current_context.as_deref())?;
+    let cluster_name = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == name)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)?
+        .cluster
+        .as_ref()?;
+    if cluster.certificate_authority_data.is_some() {
+        Some(format!(
+            "certificate-authority-data of cluster {cluster_name:?} in {}",
+            path.display()
+        ))
+    } else {
+        cluster.certificate_authority.clone()
+    }
 }
 
 /// Builds a client from `--kubeconfig`/`--context`, or by the usual discovery.
@@ -126,29 +267,44 @@ pub fn counting_client(config: Config, metrics: ControllerMetrics) -> anyhow::Re
 
 /// Runs the operator until SIGTERM/Ctrl-C.
 ///
+/// Start-up fails fast: a fatal error (config, kubeconfig, ports, TLS files of the
+/// `provided` mode) stops every task already started and is returned at once. An
+/// unreachable API server is not fatal: the loops log it (with the server's URL) and retry.
+/// The `selfManaged` and `certManager` modes wait for their TLS files on purpose
+/// ([`webhook_cert::wait_for_tls_files`]).
+///
 /// # Errors
-/// Startup failures (kubeconfig, ports, TLS files); the loops themselves log and retry.
+/// Startup failures (kubeconfig, ports, TLS files), or the first task that fails.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
+    let (kube, api_server) =
+        kube_target(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    let cert_mode = args.webhook_cert.webhook_cert_mode;
+    if !args.disable_webhook && !cert_mode.waits_for_files() {
+        // `provided`: the files must be there before the pod starts (the chart's volume is
+        // not optional), so a missing or broken file is fatal, before anything listens.
+        let webhook = &args.webhook;
+        crate::tls::load_certified_key(&webhook.tls_cert_file, &webhook.tls_key_file)
+            .map_err(crate::webhook::WebhookError::from)?;
+    }
     let controller_metrics = ControllerMetrics::default();
-    let client = counting_client(
-        kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?,
-        controller_metrics.clone(),
-    )?;
+    let client = counting_client(kube, controller_metrics.clone())?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     {
         let m = controller_metrics.clone();
         metrics.register_with(move |r| m.register(r));
     }
     let readiness = crate::admin::Readiness::default();
+    // One stop flag: set by SIGTERM/Ctrl-C, or by the first task that fails.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         crate::webhook::shutdown_signal().await;
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
     let admin_listener = tokio::net::TcpListener::bind(args.admin.admin_listen)
         .await
-        .with_context(|| format!("binding the admin port {}", args.admin.admin_listen))?;
+        .with_context(|| format!("cannot listen on {} (admin port)", args.admin.admin_listen))?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn({
         let router = crate::admin::router(metrics.clone(), readiness.clone());
@@ -178,27 +334,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let ns = args.controller.operator_namespace.clone();
         let identity = args.controller.pod_name.clone();
         let stop = stop_rx.clone();
+        let api_server = api_server.clone();
         // selfManaged: the leader keeps the webhook's Secret and caBundle (only when this
         // process serves the webhook; `--disable-webhook` runs need no certificate).
         let cert = (args.webhook_cert.webhook_cert_mode == CertMode::SelfManaged
             && !args.disable_webhook)
             .then(|| webhook_cert::Settings::new(&args.webhook_cert, &ns));
         tasks.spawn(async move {
-            run_controllers(ctx, cert, leader_election, &lease, &ns, &identity, stop).await;
+            let election = leader_election.then_some(api_server);
+            run_controllers(ctx, cert, election, &lease, &ns, &identity, stop).await;
             Ok(())
         });
     }
 
     if !args.disable_webhook {
         let webhook_args = args.webhook.clone();
-        let cert_mode = args.webhook_cert.webhook_cert_mode;
         let readiness = readiness.clone();
         let metrics = metrics.clone();
         let config = config.clone();
         let client = client.clone();
         let stop = stop_rx.clone();
+        let api_url = api_server.url.clone();
         tasks.spawn(async move {
             // Serve only from synced caches; a SIGTERM while syncing still exits.
+            readiness.set_waiting(format!("the API server {api_url} (webhook caches)"));
             let caches = tokio::select! {
                 c = start_caches(client, stop.clone()) => c,
                 _ = wait_stop(stop.clone()) => return Ok(()),
@@ -210,7 +369,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             if cert_mode.waits_for_files() {
                 let (cert, key) = (&webhook_args.tls_cert_file, &webhook_args.tls_key_file);
                 tokio::select! {
-                    () = webhook_cert::wait_for_tls_files(cert, key, cert_mode) => {},
+                    () = webhook_cert::wait_for_tls_files(cert, key, cert_mode, &readiness) => {},
                     _ = wait_stop(stop.clone()) => return Ok(()),
                 }
             }
@@ -222,11 +381,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         readiness.set_ready();
     }
 
+    // The first task that fails stops all the others; its error is returned (and printed
+    // once, by `main`). A panicked task counts as failed.
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::error!("{e:#}");
-            result = Err(e);
+        let failed = match done {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(join) => Some(anyhow::anyhow!("a task failed: {join}")),
+        };
+        if let Some(e) = failed {
+            let _ = stop_tx.send(true);
+            if result.is_ok() {
+                result = Err(e);
+            }
         }
     }
     result
@@ -253,9 +421,11 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
     )
     .default_backoff()
     // The reflector has written the store when it yields: the resolver's index of
-    // McpServers by namespace is rebuilt on the next admission.
-    .for_each(move |_| {
-        changed.servers_changed();
+    // McpServers by namespace follows the event here, not on the admission path.
+    .for_each(move |event| {
+        if let Ok(event) = &event {
+            changed.apply_server_event(event);
+        }
         async {}
     });
     let s2 = reflector(
@@ -300,11 +470,12 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
 
 /// Runs both controllers, and with `webhook_cert` (selfManaged mode) the webhook
 /// certificate loop, while this replica holds the Lease (or always, without leader
-/// election), until `stop` is set.
+/// election: `leader_election` is `None`; else it names the API server for the elector's
+/// logs), until `stop` is set.
 async fn run_controllers(
     ctx: Arc<Context>,
     webhook_cert: Option<webhook_cert::Settings>,
-    leader_election: bool,
+    leader_election: Option<crate::report::ApiServer>,
     lease: &str,
     namespace: &str,
     identity: &str,
@@ -328,17 +499,18 @@ async fn run_controllers(
             );
         }
     };
-    if !leader_election {
+    let Some(api_server) = leader_election else {
         run_both(ctx, stop).await;
         return;
-    }
+    };
     let elector = controller::leader::Elector::new(
         ctx.client.clone(),
         namespace,
         lease,
         identity,
         controller::leader::Timings::default(),
-    );
+    )
+    .with_api_server(api_server);
     elector
         .run(stop, |until| run_both(ctx.clone(), until))
         .await;

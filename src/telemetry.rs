@@ -27,8 +27,16 @@ pub struct LogArgs {
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
 pub fn init(args: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube's client logs every failed request at ERROR without saying where it went
+    // (`failed with error client error (Connect)`); mcptrust logs each failure once with the
+    // server's URL (`crate::report::ApiServer`). Unless the filter names kube_client itself.
+    if !args.log_level.contains("kube_client")
+        && let Ok(quiet) = "kube_client::client::builder=off".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     // Colour only on a terminal: files, pipes and `kubectl logs` get plain text. NO_COLOR
     // (https://no-color.org) turns it off on a terminal too.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())

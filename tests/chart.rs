@@ -14,8 +14,9 @@
 //! Rust cannot run Helm's template engine, so templates are read as text with their
 //! `{{ }}` actions stripped (see [`strip_helm`]). The checks on rendered manifests use
 //! what `python3 ci/helm-lint.py` renders with Helm's own library into
-//! target/chart-render/ (`.ci/run` runs it before `cargo test`); without those files they
-//! are skipped, except under CI, where they fail.
+//! target/chart-render/ (`.ci/run` runs it before `cargo test`); without those files, or
+//! with files older than the chart, they are skipped, except under
+//! `MCPTRUST_E2E_REQUIRED=1`, where they fail (`tests/common/skip.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ use kube_cel::{AdmissionRequest, VapEvaluator, VapExpression};
 use mcptrust::controller::rbac::{CLUSTER_RULES, NAMESPACE_RULES, Rule};
 use mcptrust::inject::{ANNOTATION_INJECTED, ANNOTATION_SKIPPED, InjectConfig, Injection, inject};
 use serde_json::{Value, json};
+
+#[path = "common/skip.rs"]
+mod skip;
 
 const CHART: &str = "charts/mcptrust";
 
@@ -536,19 +540,40 @@ fn admit(policy: &Policy, pod: &Value) -> Result<(), String> {
             ..Default::default()
         })
         .build();
-    for r in eval.evaluate(&policy.match_conditions) {
-        assert!(
-            r.message.as_deref().is_none_or(|m| !m.contains("error")),
-            "matchCondition failed to evaluate: {:?}",
-            r.message
-        );
+    // kube-cel reports a failed evaluation (an error, a non-boolean, a compile error) as
+    // a result that did not pass; only `false` itself carries this message (the
+    // expressions have no message of their own): anything else fails the test rather
+    // than pass for "does not apply" or for a rejection.
+    let evaluated_false = |expression: &str| {
+        Some(format!(
+            "validation expression '{expression}' evaluated to false"
+        ))
+    };
+    for (r, e) in eval
+        .evaluate(&policy.match_conditions)
+        .into_iter()
+        .zip(&policy.match_conditions)
+    {
+        assert!(e.message.is_none() && e.message_expression.is_none());
         if !r.passed {
+            assert_eq!(
+                r.message,
+                evaluated_false(&r.expression),
+                "matchCondition failed to evaluate"
+            );
             return Ok(());
         }
     }
     for r in eval.evaluate(&policy.validations) {
         if !r.passed {
-            return Err(r.message.unwrap_or_default());
+            let message = r.message.unwrap_or_default();
+            assert!(
+                !message.starts_with("evaluation error")
+                    && !message.starts_with("expression returned non-boolean")
+                    && !message.contains(&r.expression),
+                "validation failed to evaluate: {message}"
+            );
+            return Err(message);
         }
     }
     Ok(())
@@ -611,29 +636,15 @@ fn require_injection_policy_admits_injected_pods_and_explains_the_rest() {
 // ---------------------------------------------------------------------------------------
 // Rendered manifests (written by ci/helm-lint.py with Helm's engine).
 
-/// The rendered cases, by name; `None` (after saying why) when they are missing or older
-/// than the chart, which fails under CI.
+/// The rendered cases, by name; `None` (after [`skip::skip_or_fail`], which fails under
+/// `MCPTRUST_E2E_REQUIRED=1`) when they are missing or older than the chart.
 fn rendered() -> Option<BTreeMap<String, Vec<Value>>> {
-    let dir = root().join("target/chart-render");
-    let newest_chart = newest(&root().join(CHART));
-    let cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    let fresh = !cases.is_empty()
-        && cases.iter().all(|p| {
-            p.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t >= newest_chart)
-        });
-    if !fresh {
-        let why = format!(
-            "{} is missing or older than the chart: run `python3 ci/helm-lint.py` first",
-            dir.display()
-        );
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("skipped: {why}");
-        return None;
-    }
+    let dir = skip::chart_renders()?;
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("target/chart-render")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    cases.sort();
     Some(
         cases
             .iter()
@@ -644,20 +655,6 @@ fn rendered() -> Option<BTreeMap<String, Vec<Value>>> {
             })
             .collect(),
     )
-}
-
-fn newest(dir: &Path) -> std::time::SystemTime {
-    let mut t = std::time::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
-        let p = entry.path();
-        let m = if p.is_dir() {
-            newest(&p)
-        } else {
-            p.metadata().and_then(|m| m.modified()).unwrap_or(t)
-        };
-        t = t.max(m);
-    }
-    t
 }
 
 fn config_of(docs: &[Value]) -> InjectConfig {
@@ -854,4 +851,57 @@ fn rendered_alerts_and_dashboard_are_the_checked_files() {
         enabled_seen,
         "no rendered case enables the alerts and dashboard"
     );
+}
+
+#[test]
+fn rendered_webhook_configuration_rule_is_self_managed_only_and_names_the_chart_s_own() {
+    let Some(cases) = rendered() else { return };
+    for (case, docs) in &cases {
+        let dep = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("Deployment");
+        let env = |name: &str| {
+            dep["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .find(|e| e["name"] == name)
+                .and_then(|e| e["value"].as_str())
+                .unwrap_or_else(|| panic!("{case}: no {name}"))
+                .to_owned()
+        };
+        let mwc = docs
+            .iter()
+            .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+            .expect("MutatingWebhookConfiguration");
+        assert_eq!(
+            mwc["metadata"]["name"],
+            env("MCPTRUST_WEBHOOK_CONFIG_NAME"),
+            "{case}"
+        );
+        let rules: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole")
+            .flat_map(|d| d["rules"].as_array().expect("rules"))
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|x| x == "mutatingwebhookconfigurations"))
+            })
+            .collect();
+        if env("MCPTRUST_WEBHOOK_CERT_MODE") == "selfManaged" {
+            assert_eq!(rules.len(), 1, "{case}: {rules:?}");
+            assert_eq!(
+                rules[0]["resourceNames"],
+                json!([env("MCPTRUST_WEBHOOK_CONFIG_NAME")]),
+                "{case}: the rule must name the chart's own MutatingWebhookConfiguration only"
+            );
+        } else {
+            assert!(
+                rules.is_empty(),
+                "{case}: rendered outside selfManaged: {rules:?}"
+            );
+        }
+    }
 }

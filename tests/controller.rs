@@ -155,21 +155,21 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         .await
         .ok(&source_cm(&corp.cert_pem));
 
+    // The ConfigMap shared by the McpServers of the namespace with this trust: named
+    // after the trust's ingredients, owned by none of them.
+    let cm_name = mcptrust::api::trust_config_map_name(&server(mtls_spec(), None));
     let cm = api
         .expect(
             Method::PATCH,
-            "/api/v1/namespaces/agents/configmaps/mcptrust-github-trust",
+            &format!("/api/v1/namespaces/agents/configmaps/{cm_name}"),
             &["fieldManager=mcptrust-trust", "force=true"],
         )
         .await;
     assert_eq!(cm.body["kind"], "ConfigMap");
+    assert!(cm.body["metadata"].get("ownerReferences").is_none());
     assert_eq!(
-        cm.body["metadata"]["ownerReferences"][0]["kind"],
-        "McpServer"
-    );
-    assert_eq!(
-        cm.body["metadata"]["ownerReferences"][0]["controller"],
-        true
+        cm.body["metadata"]["labels"]["mcptrust.io/trust-key"],
+        cm_name.trim_start_matches("mcptrust-trust-")
     );
     assert_eq!(
         cm.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
@@ -308,7 +308,7 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         condition(status, "TrustBundleReady")["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("mcptrust-github-trust")
+            .contains(&cm_name)
     );
     assert_eq!(status["trustBundle"]["sha256"], bundle_sha.as_str());
     assert_eq!(status["trustBundle"]["certificates"], 1);
@@ -381,23 +381,25 @@ async fn new_mcpserver_gets_bundle_ca_certificates_and_status() {
         );
     }
 
+    // The test's own Context (and its client) gone, the mock saw every request.
+    drop(ctx);
+    api.expect_done().await;
+
     mtls_handshake(&server_secret, &client_secret).await;
 }
 
 /// A real rustls mTLS handshake on 127.0.0.1 between the server Secret and the client
 /// Secret the controller wrote, dialled by name and by IP.
 async fn mtls_handshake(server_secret: &Value, client_secret: &Value) {
+    use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = |pem: &[u8]| -> Vec<CertificateDer<'static>> {
         mcptrust::pki::parse_pem_certificates("t", pem).expect("certs")
     };
-    let key = |pem: &[u8]| -> PrivateKeyDer<'static> {
-        rustls_pemfile::private_key(&mut &pem[..])
-            .expect("read")
-            .expect("key")
-    };
+    let key =
+        |pem: &[u8]| -> PrivateKeyDer<'static> { PrivateKeyDer::from_pem_slice(pem).expect("key") };
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&decode(server_secret, "ca.crt")) {
         roots.add(c).expect("root");
@@ -489,6 +491,7 @@ async fn missing_source_is_a_condition_not_an_error() {
     assert!(st.body["status"].get("trustBundle").is_none());
     st.status_ok();
     let action = task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert!(
         format!("{action:?}").contains("60s"),
         "retry soon: {action:?}"
@@ -510,6 +513,7 @@ async fn missing_key_names_the_keys_present() {
     );
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A Secret holding a certificate for the server, as the controller wrote it earlier.
@@ -616,6 +620,7 @@ async fn certificate_scenario_of(
     assert!(note.contains(want_reason), "{want_reason} not in {note}");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     written
 }
 
@@ -685,6 +690,7 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
     expect_bundle_ca_and_secret(&mut api, &corp, &fed, Some(&current)).await;
     let status = api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
     assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
 
     // Second pass a minute later (no probe due), with that status: nothing to write but the (idempotent) apply of
@@ -754,7 +760,8 @@ async fn rotation_rolls_selected_workloads() {
         "rotation": {"strategy": "RollingRestart"}
     });
     // The status remembers an older bundle.
-    let old_status = json!({"trustBundle": {"configMapName": "mcptrust-github-trust", "sha256": "00".repeat(32), "certificates": 1}});
+    let cm_name = mcptrust::api::trust_config_map_name(&server(spec.clone(), None));
+    let old_status = json!({"trustBundle": {"configMapName": cm_name, "sha256": "00".repeat(32), "certificates": 1}});
     let (ctx, mut api) = context(NOW);
     let task = tokio::spawn(reconcile(Arc::new(server(spec, Some(old_status))), ctx));
     expect_bundle(&mut api, &corp).await;
@@ -804,6 +811,7 @@ async fn rotation_rolls_selected_workloads() {
     .await
     .ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": []}));
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A reconcile of `github` (mTLS, no clients, one private trust source) started, its
@@ -849,6 +857,7 @@ async fn federation_ca_race_reads_the_winner() {
     api.expect_event("agents").await;
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 /// A TLS Secret that appears between the GET (404) and the create (409 AlreadyExists) is
@@ -882,6 +891,7 @@ async fn secret_created_meanwhile_is_applied() {
     assert_eq!(api.expect_event("agents").await.1, "Issued");
     api.expect_status("agents", "github").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -926,4 +936,5 @@ async fn opted_in_namespace_gets_the_default_bundle() {
     );
     cm.echo();
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }

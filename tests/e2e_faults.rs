@@ -76,13 +76,27 @@ fn api_server_and_etcd_restart_mid_reconcile() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
+    // The restart must come mid-reconcile: fewer than all Ready when it is triggered.
+    let ready_at_kill = ready_count(cp, &ns);
     cp.restart(true, Duration::from_secs(2));
     let before_restart = ready_count(cp, &ns);
     let keys_before = keys(cp, &ns);
     eprintln!(
-        "killed and restarted kube-apiserver and etcd {:?} after the creates; then {before_restart}/{SERVERS} were Ready, with {} TLS Secrets",
+        "killed and restarted kube-apiserver and etcd {:?} after the creates, with \
+         {ready_at_kill}/{SERVERS} Ready; then {before_restart}/{SERVERS} were Ready, with {} TLS Secrets",
         started.elapsed(),
         keys_before.len()
+    );
+    assert!(
+        ready_at_kill < SERVERS,
+        "the restart came after the reconcile ({ready_at_kill}/{SERVERS} Ready): not mid-reconcile"
+    );
+    // The key comparison below compares something: Secrets issued before the restart.
+    assert!(
+        keys_before.len() >= 10 && keys_before.len() < 2 * SERVERS,
+        "{} TLS Secrets right after the restart (10 to {} expected: mid-issuance)",
+        keys_before.len(),
+        2 * SERVERS - 1
     );
 
     wait_until_or(

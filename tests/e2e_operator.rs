@@ -33,29 +33,11 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(90);
 
 fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&cp.kubectl(&all)).unwrap()
+    cp.get_json(args)
 }
 
 fn apply(cp: &ControlPlane, obj: &Value) {
-    let out = cp.kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=e2e",
-            "--force-conflicts",
-            "-f",
-            "-",
-        ],
-        &obj.to_string(),
-    );
-    assert!(
-        out.status.success(),
-        "applying {obj}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cp.apply(obj);
 }
 
 fn condition<'a>(server: &'a Value, type_: &str) -> Option<&'a Value> {
@@ -482,8 +464,21 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
     ];
     let before = resource_versions(cp, &owned);
     let status_before = current["status"].clone();
-    let reconciles = || metric_sum(&http_get(admin_port, "/metrics"), "reconciles_total");
-    let count = reconciles();
+    // Reconciles that finished (the duration histogram's count), and the counters that
+    // move while the operator works; the scrape is proven to carry them first.
+    let counters = || {
+        let m = http_get(admin_port, "/metrics");
+        assert!(
+            m.contains("reconcile_duration_seconds_count") && m.contains("mcptrust_api_writes"),
+            "the operator's scrape lacks its counters:\n{m}"
+        );
+        [
+            metric_sum(&m, "reconcile_duration_seconds_count"),
+            metric_sum(&m, "reconciles_total"),
+            metric_sum(&m, "mcptrust_api_writes"),
+        ]
+    };
+    let finished = counters()[0];
     cp.kubectl(&[
         "-n",
         &app,
@@ -492,8 +487,43 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
         "github",
         "e2e.mcptrust.io/poke=1",
     ]);
-    wait_until(WAIT, "a reconcile after the poke", || reconciles() > count);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(WAIT, "a reconcile after the poke to finish", || {
+        counters()[0] > finished
+    });
+    // Then settle as e2e_burst does: the counters stay the same for 2 s.
+    let mut last = counters();
+    let mut since = std::time::Instant::now();
+    let changes = std::cell::RefCell::new(Vec::new());
+    wait_until_or(
+        WAIT,
+        "the operator to go quiet",
+        || {
+            let now = counters();
+            if now != last {
+                changes
+                    .borrow_mut()
+                    .push(format!("{:?}: {last:?} -> {now:?}", since.elapsed()));
+                last = now;
+                since = std::time::Instant::now();
+            }
+            since.elapsed() >= Duration::from_secs(2)
+        },
+        || {
+            let m = http_get(admin_port, "/metrics");
+            let moving: Vec<&str> = m
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.contains("reconcile") || l.contains("mcptrust_api_writes"))
+                })
+                .collect();
+            format!("{}\n{}", changes.borrow().join("\n"), moving.join("\n"))
+        },
+    );
+    eprintln!(
+        "no-op reconcile: settled after {} counter changes",
+        changes.borrow().len()
+    );
     assert_eq!(
         resource_versions(cp, &owned),
         before,

@@ -908,6 +908,7 @@ async fn enforce_with_a_hostname_proxy_needs_selectors() {
     let status = api.expect_status("agents", "sandbox-tools").await;
     assert_eq!(condition(&status, "Ready")["status"], "False");
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 
     // With the operator's proxy described by selectors, the same McpServer is Enforced.
     let (task, mut api) = start(selector_defaults(), &s).await;
@@ -925,6 +926,7 @@ async fn enforce_with_a_hostname_proxy_needs_selectors() {
     );
     assert_eq!(condition(&status, "Ready")["status"], "True");
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -994,6 +996,7 @@ async fn switching_to_audit_deletes_the_policy() {
     api.expect_event("agents").await;
     api.expect_status("agents", "sandbox-tools").await;
     task.await.expect("join").expect("reconcile");
+    api.expect_done().await;
 }
 
 #[tokio::test]

@@ -73,6 +73,7 @@ async fn self_signed_server_is_pinned_then_verified() {
     );
     assert_eq!(status["endpoint"]["peer"]["selfSigned"], true);
     let action = task.await.unwrap().unwrap();
+    api.expect_done().await;
     assert!(
         format!("{action:?}").contains("1s"),
         "rebuild the bundle at once: {action:?}"
@@ -100,6 +101,7 @@ async fn self_signed_server_is_pinned_then_verified() {
             .is_some_and(|s| !s.is_empty())
     );
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -111,11 +113,17 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
     })
     .await;
     let url = format!("https://127.0.0.1:{}/mcp", server.port());
-    let pinned = json!({"pinnedSha256": old.sha256, "pinnedCertificate": old.cert_pem,
+    let mut pinned = json!({"pinnedSha256": old.sha256, "pinnedCertificate": old.cert_pem,
                         "observedGeneration": 1,
-                        "trustBundle": {"configMapName": "mcptrust-lab-trust", "sha256": "x", "certificates": 1}});
+                        "trustBundle": {"configMapName": "", "sha256": "x", "certificates": 1}});
     let (ctx, mut api) = context();
     let trust = json!({"includeSystemRoots": false, "pinServerCertificate": true});
+    // The status names the ConfigMap this trust and pin use (no earlier one to look for).
+    pinned["trustBundle"]["configMapName"] = json!(mcptrust::api::trust_config_map_name(&lab(
+        &url,
+        trust.clone(),
+        Some(pinned.clone())
+    )));
     let task = tokio::spawn(reconcile(
         Arc::new(lab(&url, trust, Some(pinned.clone()))),
         ctx,
@@ -139,6 +147,7 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
     assert_eq!(condition(&status, "EndpointVerified")["status"], "False");
     assert_eq!(condition(&status, "Ready")["status"], "False");
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 
     // The user re-pins deliberately with spec.trust.pinnedSha256.
     let (ctx, mut api) = context();
@@ -150,6 +159,7 @@ async fn pinned_certificate_that_changes_is_not_repinned() {
     let status = api.expect_status("agents", "lab").await;
     assert_eq!(status["pinnedSha256"], new.sha256.as_str());
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -190,6 +200,7 @@ async fn forged_self_signed_certificate_is_refused() {
         "{c}"
     );
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -230,6 +241,7 @@ async fn unknown_authority_names_the_missing_issuer() {
         "{ready}"
     );
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 
     // With the right CA in the source, the same endpoint is verified.
     let (ctx, mut api) = context();
@@ -242,6 +254,7 @@ async fn unknown_authority_names_the_missing_issuer() {
     assert_eq!(condition(&status, "EndpointVerified")["reason"], "Verified");
     assert_eq!(condition(&status, "Ready")["status"], "True");
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }
 
 #[tokio::test]
@@ -272,4 +285,5 @@ async fn endpoint_probing_can_be_turned_off() {
     assert!(status.get("endpoint").is_none());
     assert_eq!(condition(&status, "Ready")["status"], "True");
     task.await.unwrap().unwrap();
+    api.expect_done().await;
 }

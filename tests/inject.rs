@@ -517,6 +517,7 @@ fn mcpserver_settings_are_merged() {
     server.status = Some(mcptrust::api::McpServerStatus {
         trust_bundle: Some(mcptrust::api::TrustBundleStatus {
             config_map_name: "mcptrust-sandbox-tools-trust".into(),
+            previous_config_maps: Vec::new(),
             sha256: "cd".repeat(32),
             certificates: 147,
         }),
@@ -530,9 +531,15 @@ fn mcpserver_settings_are_merged() {
     );
     let (m, _) = run(&obj, &inj);
     let c = &m["spec"]["containers"][0];
+    // The shared ConfigMap its trust derives, not the (earlier version's) name in status.
     assert_eq!(
         trust_volume(&m["spec"]).expect("vol")["configMap"]["name"],
-        "mcptrust-sandbox-tools-trust"
+        mcptrust::api::trust_config_map_name(&server).as_str()
+    );
+    assert!(
+        mcptrust::api::trust_config_map_name(&server).starts_with("mcptrust-trust-"),
+        "{}",
+        mcptrust::api::trust_config_map_name(&server)
     );
     assert_eq!(
         env(c, "HTTPS_PROXY"),
@@ -708,7 +715,8 @@ fn mcpserver_selector_picks_pods() {
     let b: Value = serde_saphyr::from_str(docs[1].text).expect("b");
     assert_eq!(
         trust_volume(&a["spec"]).expect("a vol")["configMap"]["name"],
-        "mcptrust-jira-trust"
+        mcptrust::api::trust_config_map_name(&server).as_str(),
+        "the shared ConfigMap of the McpServer's trust"
     );
     assert_eq!(
         env(&a["spec"]["containers"][0], "HTTPX_LOG_LEVEL"),

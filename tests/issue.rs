@@ -19,6 +19,7 @@ use mcptrust::pki::{
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
@@ -32,6 +33,9 @@ use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256,
 };
 use x509_parser::prelude::{FromDer as _, X509Certificate};
+
+#[path = "common/skip.rs"]
+mod skip;
 
 /// 2027-01-15T08:00:00Z: the fixed "now" of every test.
 const NOW: i64 = 1_800_000_000;
@@ -336,7 +340,7 @@ fn openssl_x509_strict_accepts_the_chain() {
         .arg("version")
         .output()
     else {
-        eprintln!("skipped: no openssl binary");
+        skip::skip_or_fail("openssl", "apt-get install openssl (Debian)");
         return;
     };
     assert!(version.status.success());
@@ -497,12 +501,10 @@ impl TimeProvider for FixedClock {
 fn chain_and_key(
     data: &BTreeMap<String, Vec<u8>>,
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let certs = rustls_pemfile::certs(&mut data[TLS_CRT].as_slice())
+    let certs = CertificateDer::pem_slice_iter(&data[TLS_CRT])
         .collect::<Result<Vec<_>, _>>()
         .expect("tls.crt");
-    let key = rustls_pemfile::private_key(&mut data[TLS_KEY].as_slice())
-        .expect("tls.key")
-        .expect("a key");
+    let key = PrivateKeyDer::from_pem_slice(&data[TLS_KEY]).expect("tls.key");
     (certs, key)
 }
 

@@ -128,9 +128,11 @@ fn server_pods_get_their_bundle_and_serving_certificate() {
         "agents",
         &pod("agents", json!({"app": "github-mcp"}), json!({})),
     );
+    // The shared ConfigMap its trust derives (no spec.trust: the defaults), not the
+    // per-server one an earlier version's status still names.
     assert_eq!(
         volume(&p, "mcptrust-trust")["configMap"]["name"],
-        "mcptrust-github-trust"
+        format!("mcptrust-trust-{}", mcptrust::api::trust_key(None, None)).as_str()
     );
     assert_eq!(
         volume(&p, "mcptrust-server-tls")["secret"]["secretName"],
@@ -279,25 +281,34 @@ fn the_index_and_the_env_blocks_follow_the_store() {
     assert!(other["metadata"]["annotations"]["mcptrust.io/mcpserver"].is_null());
 
     // An edit of the McpServer's env reaches the next admission.
-    writer.apply_watcher_event(&watcher::Event::Apply(server(
-        "ns-7", "m-7", "target", "v2",
-    )));
-    caches.servers_changed();
+    let ev = watcher::Event::Apply(server("ns-7", "m-7", "target", "v2"));
+    writer.apply_watcher_event(&ev);
+    caches.apply_server_event(&ev);
     check(Some("ns-7/m-7"), Some("v2"));
 
     // A new McpServer selecting the same pods that sorts first by name wins.
-    writer.apply_watcher_event(&watcher::Event::Apply(server(
-        "ns-7", "a-first", "target", "v3",
-    )));
-    caches.servers_changed();
+    let ev = watcher::Event::Apply(server("ns-7", "a-first", "target", "v3"));
+    writer.apply_watcher_event(&ev);
+    caches.apply_server_event(&ev);
     check(Some("ns-7/a-first"), Some("v3"));
 
     // Both deleted: the namespace default, without the McpServer's env.
     for name in ["a-first", "m-7"] {
-        writer.apply_watcher_event(&watcher::Event::Delete(server(
-            "ns-7", name, "target", "v3",
-        )));
+        let ev = watcher::Event::Delete(server("ns-7", name, "target", "v3"));
+        writer.apply_watcher_event(&ev);
+        caches.apply_server_event(&ev);
     }
-    caches.servers_changed();
     check(None, None);
+
+    // A relist (a watch that expired): while it runs the index keeps serving the old
+    // state, as the store does; at its end the index is the relisted McpServers.
+    let relisted = server("ns-7", "m-relisted", "target", "v4");
+    for ev in [watcher::Event::Init, watcher::Event::InitApply(relisted)] {
+        writer.apply_watcher_event(&ev);
+        caches.apply_server_event(&ev);
+    }
+    check(None, None);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    caches.apply_server_event(&watcher::Event::InitDone);
+    check(Some("ns-7/m-relisted"), Some("v4"));
 }

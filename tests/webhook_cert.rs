@@ -586,12 +586,16 @@ async fn start(secret: Option<&Value>, configuration: Option<&Value>) -> (Reconc
     (task, api)
 }
 
-async fn finish(task: Reconcile) -> Outcome {
-    tokio::time::timeout(HANG_GUARD, task)
+/// Waits for [`reconcile`] to return, then asserts it made no request beyond those the
+/// test answered ([`Verifier::expect_done`]).
+async fn finish(task: Reconcile, api: Verifier) -> Outcome {
+    let outcome = tokio::time::timeout(HANG_GUARD, task)
         .await
         .expect("reconcile made a request nobody answered")
         .expect("join")
-        .expect("reconcile")
+        .expect("reconcile");
+    api.expect_done().await;
+    outcome
 }
 
 #[tokio::test]
@@ -644,7 +648,7 @@ async fn an_absent_secret_is_created_and_its_bundle_published() {
     created.reply(StatusCode::CREATED, &stored);
 
     expect_bundle_apply(&mut api, &bundle).await;
-    let outcome = finish(task).await;
+    let outcome = finish(task, api).await;
     assert!(outcome.published);
     assert!(!outcome.changes.is_empty());
     assert_eq!(outcome.next_check, NOW + YEAR - YEAR / 3);
@@ -670,7 +674,7 @@ async fn a_lost_create_race_publishes_the_winners_bundle() {
     // The winner's Secret is valid: no second write; its bundle is published.
     assert_ne!(ours, winner.ca_bundle);
     expect_bundle_apply(&mut api, &winner.ca_bundle).await;
-    let outcome = finish(task).await;
+    let outcome = finish(task, api).await;
     assert!(outcome.changes.is_empty(), "{:?}", outcome.changes);
     assert!(outcome.published);
 }
@@ -679,8 +683,8 @@ async fn a_lost_create_race_publishes_the_winners_bundle() {
 async fn nothing_changed_means_no_write() {
     let current = plan(None, &Published::Missing, &settings(), NOW - 30 * DAY).expect("plan");
     let secret = serde_json::to_value(stored(&current, "9")).expect("json");
-    let (task, _api) = start(Some(&secret), Some(&config(Some(&current.ca_bundle)))).await;
-    let outcome = finish(task).await;
+    let (task, api) = start(Some(&secret), Some(&config(Some(&current.ca_bundle)))).await;
+    let outcome = finish(task, api).await;
     assert!(outcome.changes.is_empty());
     assert!(!outcome.published);
     assert_eq!(outcome.next_check, current.next_check);
@@ -690,8 +694,8 @@ async fn nothing_changed_means_no_write() {
 async fn a_missing_configuration_is_left_alone() {
     let current = plan(None, &Published::Missing, &settings(), NOW - DAY).expect("plan");
     let secret = serde_json::to_value(stored(&current, "9")).expect("json");
-    let (task, _api) = start(Some(&secret), None).await;
-    let outcome = finish(task).await;
+    let (task, api) = start(Some(&secret), None).await;
+    let outcome = finish(task, api).await;
     assert!(!outcome.published);
 }
 
@@ -706,7 +710,7 @@ async fn a_ca_bundle_reset_by_an_upgrade_is_patched_back_on_every_entry() {
         .remove("caBundle");
     let (task, mut api) = start(Some(&secret), Some(&cfg)).await;
     expect_bundle_apply(&mut api, &current.ca_bundle).await;
-    assert!(finish(task).await.published);
+    assert!(finish(task, api).await.published);
 }
 
 #[tokio::test]
@@ -746,7 +750,7 @@ async fn an_update_race_rereads_and_replans() {
         .await
         .ok(&renewed_secret);
     // The re-read Secret is current: nothing more to write, and the bundle did not change.
-    let outcome = finish(task).await;
+    let outcome = finish(task, api).await;
     assert!(outcome.changes.is_empty(), "{:?}", outcome.changes);
     assert!(!outcome.published);
 }
@@ -945,14 +949,21 @@ async fn the_webhook_waits_for_the_secret_volume_to_be_filled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = common::TlsFiles::in_dir(dir.path());
     let (cert, key_path) = (files.cert.clone(), files.key.clone());
+    let readiness = mcptrust::admin::Readiness::new();
+    let waits = readiness.clone();
     let mut waiting = tokio::spawn(async move {
-        wait_for_tls_files(&cert, &key_path, CertMode::SelfManaged).await;
+        wait_for_tls_files(&cert, &key_path, CertMode::SelfManaged, &waits).await;
     });
     // An empty volume (the Secret does not exist yet): still waiting.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), &mut waiting)
             .await
             .is_err()
+    );
+    // `/readyz` says what it waits for.
+    assert_eq!(
+        readiness.reason(),
+        format!("waiting for {}", files.cert.display())
     );
     // The leader writes the Secret; the kubelet fills the volume.
     let p = plan(None, &Published::Missing, &settings(), unix_now()).expect("plan");

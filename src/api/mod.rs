@@ -11,9 +11,57 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// Name of the trust ConfigMap the controller writes for McpServer `name`.
-pub fn trust_config_map_name(name: &str) -> String {
-    format!("mcptrust-{name}-trust")
+/// Prefix of the shared trust ConfigMaps' names ([`trust_config_map_name`]).
+pub const SHARED_TRUST_PREFIX: &str = "mcptrust-trust-";
+
+/// The key of a trust's ingredients: 16 hex digits (64 bits) of a SHA-256 over what
+/// changes a bundle's content besides the sources' own bytes: `includeSystemRoots`, each
+/// source's kind, name and key in order, and the pinned certificate's fingerprint (from
+/// `pinned_sha256`, the McpServer's `status.pinnedSha256`). McpServers of one namespace
+/// with the same key share one trust ConfigMap. The sources' content is not part of it,
+/// so a source CA's rotation updates that ConfigMap in place.
+pub fn trust_key(trust: Option<&TrustSpec>, pinned_sha256: Option<&str>) -> String {
+    let default = TrustSpec::default();
+    let trust = trust.unwrap_or(&default);
+    // A length-prefixed encoding, so that no two different lists give the same bytes.
+    let mut input = Vec::with_capacity(128);
+    let mut field = |bytes: &[u8]| {
+        input.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        input.extend_from_slice(bytes);
+    };
+    field(b"mcptrust-trust-v1");
+    field(&[u8::from(trust.include_system_roots)]);
+    for src in &trust.sources {
+        let (kind, r) = match (&src.config_map, &src.secret) {
+            (Some(r), _) => ("ConfigMap", Some(r)),
+            (None, Some(r)) => ("Secret", Some(r)),
+            (None, None) => ("None", None),
+        };
+        field(kind.as_bytes());
+        field(r.map_or("", |r| r.name.as_str()).as_bytes());
+        field(r.map_or("", KeyRef::key_or_default).as_bytes());
+    }
+    field(
+        pinned_sha256
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    crate::pki::sha256_hex(&input)[..16].to_string()
+}
+
+/// Name of the trust ConfigMap McpServer `server` mounts: `mcptrust-trust-<key>` with the
+/// [`trust_key`] of its `spec.trust` and `status.pinnedSha256`, shared by every McpServer
+/// of its namespace with the same trust. The controller and the webhook both derive it.
+pub fn trust_config_map_name(server: &McpServer) -> String {
+    let pinned = server
+        .status
+        .as_ref()
+        .and_then(|s| s.pinned_sha256.as_deref());
+    format!(
+        "{SHARED_TRUST_PREFIX}{}",
+        trust_key(server.spec.trust.as_ref(), pinned)
+    )
 }
 
 /// Name of the serving-certificate Secret the controller writes for McpServer `name`.
@@ -497,8 +545,15 @@ pub struct McpServerStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrustBundleStatus {
-    /// ConfigMap name (`mcptrust-<name>-trust`).
+    /// ConfigMap name (`mcptrust-trust-<key>`, shared by the McpServers of the namespace
+    /// with the same trust ingredients: see [`trust_config_map_name`]).
     pub config_map_name: String,
+    /// Trust ConfigMaps this McpServer used before (its trust changed, or an earlier
+    /// version wrote `mcptrust-<name>-trust`) that running pods of it (annotated
+    /// `mcptrust.io/mcpserver: <namespace>/<name>`) still mount. Each is kept until no such
+    /// pod mounts it, then dropped from this list (and deleted once nothing else uses it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_config_maps: Vec<String>,
     /// SHA-256 (hex) of `ca-bundle.pem`.
     pub sha256: String,
     /// Number of certificates in `ca-bundle.pem`. Declared `int64` in the schema: the API

@@ -60,20 +60,38 @@ pub fn owner(server: &McpServer) -> Option<OwnerReference> {
     server.controller_owner_ref(&())
 }
 
-/// The trust ConfigMap `mcptrust-<name>-trust`: `ca.pem` (private CAs) and `ca-bundle.pem`
+/// Label on the shared trust ConfigMaps: the [`crate::api::trust_key`] of the trust
+/// ingredients they hold. The controller's sweep deletes a ConfigMap with this label once
+/// no McpServer of its namespace uses it.
+pub const LABEL_TRUST_KEY: &str = "mcptrust.io/trust-key";
+
+/// Labels of the shared trust ConfigMap with trust key `key`. It names no McpServer: any
+/// number of them share it.
+pub fn shared_trust_labels(key: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_COMPONENT.to_string(), "trust".to_string()),
+        (LABEL_TRUST_KEY.to_string(), key.to_string()),
+    ])
+}
+
+/// The shared trust ConfigMap `ns/name` (`mcptrust-trust-<key>`, see
+/// [`crate::api::trust_config_map_name`]): `ca.pem` (private CAs) and `ca-bundle.pem`
 /// (roots plus private CAs) in `data`, `ca-bundle.p12` (the same certificates as a Java
 /// PKCS#12 truststore) in `binaryData`, the two files' sha256 as annotations
-/// ([`ANNOTATION_BUNDLE_SHA256`], [`ANNOTATION_TRUSTSTORE_SHA256`]), an owner reference.
-pub fn trust_config_map(server: &McpServer, bundle: &TrustBundle) -> ConfigMap {
-    let name = server.metadata.name.clone().unwrap_or_default();
-    let ns = server.metadata.namespace.clone().unwrap_or_default();
+/// ([`ANNOTATION_BUNDLE_SHA256`], [`ANNOTATION_TRUSTSTORE_SHA256`]), the
+/// [`shared_trust_labels`]. No owner reference: the controller's sweep deletes it with
+/// its last user.
+pub fn trust_config_map(ns: &str, name: &str, bundle: &TrustBundle) -> ConfigMap {
+    let key = name
+        .strip_prefix(crate::api::SHARED_TRUST_PREFIX)
+        .unwrap_or(name);
     ConfigMap {
         metadata: ObjectMeta {
-            name: Some(crate::api::trust_config_map_name(&name)),
-            namespace: Some(ns.clone()),
-            labels: Some(labels(&name, &ns, "trust")),
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            labels: Some(shared_trust_labels(key)),
             annotations: Some(bundle_annotations(bundle)),
-            owner_references: owner(server).map(|o| vec![o]),
             ..Default::default()
         },
         data: Some(bundle_data(bundle)),
@@ -177,10 +195,17 @@ fn jiff_ts(unix: i64) -> k8s_openapi::jiff::Timestamp {
         .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
 }
 
-/// The rotation hash of an McpServer's current material: sha256 over the bundle hash and
-/// the server certificate hash (16 hex digits).
-pub fn rotation_hash(bundle_sha256: &str, server_cert_sha256: Option<&str>) -> String {
-    let mut input = bundle_sha256.to_string();
+/// The rotation hash of an McpServer's current material: sha256 over the trust ConfigMap's
+/// name, the bundle hash and the server certificate hash (16 hex digits). The name is part
+/// of it because pods mount the ConfigMap by name: an McpServer that moves to another
+/// ConfigMap (its trust changed; or the move from the per-server ConfigMaps of earlier
+/// versions) rolls its workloads, so that they mount the new one.
+pub fn rotation_hash(
+    config_map: &str,
+    bundle_sha256: &str,
+    server_cert_sha256: Option<&str>,
+) -> String {
+    let mut input = format!("{config_map}:{bundle_sha256}");
     if let Some(s) = server_cert_sha256 {
         input.push(':');
         input.push_str(s);
@@ -209,10 +234,11 @@ mod tests {
             client_tls_secret_name("github", "agents", "mcpgateway"),
             "github-agents-mcpgateway-client-tls"
         );
-        let a = rotation_hash("aa", Some("bb"));
+        let a = rotation_hash("cm", "aa", Some("bb"));
         assert_eq!(a.len(), 16);
-        assert_ne!(a, rotation_hash("aa", Some("cc")));
-        assert_ne!(a, rotation_hash("aa", None));
+        assert_ne!(a, rotation_hash("cm", "aa", Some("cc")));
+        assert_ne!(a, rotation_hash("cm", "aa", None));
+        assert_ne!(a, rotation_hash("other", "aa", Some("bb")));
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 

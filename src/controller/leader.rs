@@ -56,6 +56,7 @@ pub struct Elector {
     name: String,
     identity: String,
     timings: Timings,
+    api_server: crate::report::ApiServer,
 }
 
 /// What an attempt saw.
@@ -89,6 +90,24 @@ impl Elector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             timings,
+            api_server: crate::report::ApiServer::default(),
+        }
+    }
+
+    /// Names the API server (URL, CA) in the logs of failed attempts, e.g. `cannot reach
+    /// the API server https://10.96.0.1:443: …`; without it they say `the API server`.
+    #[must_use]
+    pub fn with_api_server(mut self, api_server: crate::report::ApiServer) -> Self {
+        self.api_server = api_server;
+        self
+    }
+
+    /// One line for a failed attempt (see [`crate::report::ApiServer::describe`]).
+    fn describe(&self, err: &kube::Error) -> String {
+        if self.api_server.url.is_empty() {
+            crate::report::one_line(err)
+        } else {
+            self.api_server.describe(err)
         }
     }
 
@@ -112,20 +131,44 @@ impl Elector {
         .boxed();
         loop {
             // Standby: try now, then on every change of the Lease and every retry period.
+            // Failures are logged with the server, the retry period and since when.
+            let mut failing_since: Option<Instant> = None;
             loop {
                 if *stop.borrow() {
                     return;
                 }
-                match self.try_acquire_or_renew(&mut observed).await {
+                // A connect that hangs (a blackholed address) must not delay a stop.
+                let attempt = tokio::select! {
+                    a = self.try_acquire_or_renew(&mut observed) => a,
+                    () = stopped(&mut stop) => return,
+                };
+                match attempt {
                     Ok(Attempt::Held) => break,
                     Ok(Attempt::HeldByOther(holder)) => {
+                        failing_since = None;
                         tracing::debug!(%holder, "lease held by another replica");
                     }
-                    Err(e) => tracing::warn!("leader election: {e}"),
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        tracing::warn!(
+                            "leader election: {}; retrying in {:?} (failing for {}s)",
+                            self.describe(&e),
+                            self.timings.retry_period,
+                            since.elapsed().as_secs()
+                        );
+                    }
                 }
+                // Only a seen Lease wakes it early: the watch's errors and its `Init` marker
+                // (yielded before each list attempt, which backs off on its own) would
+                // otherwise make a second attempt at once after each failed one.
                 tokio::select! {
                     _ = tokio::time::sleep(self.timings.retry_period) => {},
-                    _ = changes.next() => {},
+                    Some(Ok(
+                        watcher::Event::Apply(_)
+                        | watcher::Event::Delete(_)
+                        | watcher::Event::InitApply(_)
+                        | watcher::Event::InitDone,
+                    )) = changes.next() => {},
                     () = stopped(&mut stop) => return,
                 }
             }
@@ -154,10 +197,13 @@ impl Elector {
                                 break false;
                             }
                             Err(e) if last_renewal.elapsed() < self.timings.renew_deadline => {
-                                tracing::warn!("renewing the lease: {e}");
+                                tracing::warn!("renewing the lease: {}", self.describe(&e));
                             }
                             Err(e) => {
-                                tracing::warn!("renew deadline passed ({e}): giving up the lease");
+                                tracing::warn!(
+                                    "renew deadline passed ({}): giving up the lease",
+                                    self.describe(&e)
+                                );
                                 break false;
                             }
                         }
@@ -287,4 +333,461 @@ impl Elector {
 /// Resolves once `stop` is true (or its sender is gone), holding no guard across awaits.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|v| *v).await.map(|_| ());
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    //! The elector against kube's mock service (tower-test): every request it makes is
+    //! recorded and answered as the API server would, by a scenario closure; the Lease
+    //! watch is answered with an empty list and a watch that never sends.
+
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// What the elector asked.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Ask {
+        /// `GET` of the Lease.
+        Get,
+        /// `POST`: create.
+        Create,
+        /// `PATCH`: the apply, with its field manager and force flag.
+        Apply,
+    }
+
+    /// One recorded request: what, the query, the body.
+    type Record = (Ask, String, Value);
+    type Log = Arc<Mutex<Vec<Record>>>;
+    type Scenario = Box<dyn FnMut(&Ask, &Value) -> (StatusCode, Value) + Send>;
+
+    const NS: &str = "ops";
+    const NAME: &str = "lock";
+    const T0: &str = "2026-01-01T00:00:00.000000Z";
+
+    fn lease(holder: &str, renew: &str, rv: &str, transitions: i32) -> Value {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": NAME, "namespace": NS, "resourceVersion": rv},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "acquireTime": T0, "renewTime": renew, "leaseTransitions": transitions},
+        })
+    }
+
+    fn not_found() -> (StatusCode, Value) {
+        (
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "reason": "NotFound", "code": 404, "message": "not found"}),
+        )
+    }
+
+    fn conflict() -> (StatusCode, Value) {
+        (
+            StatusCode::CONFLICT,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                   "code": 409, "message": "the object has been modified"}),
+        )
+    }
+
+    fn unavailable() -> (StatusCode, Value) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "reason": "ServiceUnavailable", "code": 503, "message": "unreachable"}),
+        )
+    }
+
+    /// The apply's echo: the body with a new resourceVersion.
+    fn echo(body: &Value) -> (StatusCode, Value) {
+        let mut out = body.clone();
+        out["metadata"]["resourceVersion"] = json!("100");
+        out["metadata"]["namespace"] = json!(NS);
+        (StatusCode::OK, out)
+    }
+
+    /// An elector `me` on a mock API server answered by `scenario`; the log of its Lease
+    /// requests (the watch's are answered, not logged).
+    fn elector(me: &str, timings: Timings, mut scenario: Scenario) -> (Elector, Log) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let log: Log = Arc::default();
+        let seen = log.clone();
+        tokio::spawn(async move {
+            let mut watches = Vec::new();
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().clone();
+                let uri = req.uri().to_string();
+                let (path, query) = uri.split_once('?').unwrap_or((uri.as_str(), ""));
+                let bytes = req.into_body().collect_bytes().await.unwrap();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let collection = format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases");
+                let respond = |(status, body): (StatusCode, Value)| {
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap()
+                };
+                if path == collection && method == Method::GET && query.contains("watch=true") {
+                    watches.push(send); // never answered: a quiet watch
+                    continue;
+                }
+                if path == collection && method == Method::GET {
+                    send.send_response(respond((
+                        StatusCode::OK,
+                        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList",
+                               "metadata": {"resourceVersion": "1"}, "items": []}),
+                    )));
+                    continue;
+                }
+                let ask = match (&method, path) {
+                    (&Method::GET, p) if p == format!("{collection}/{NAME}") => Ask::Get,
+                    (&Method::POST, p) if p == collection => Ask::Create,
+                    (&Method::PATCH, p) if p == format!("{collection}/{NAME}") => Ask::Apply,
+                    _ => panic!("unexpected request {method} {uri}"),
+                };
+                let answer = scenario(&ask, &body);
+                seen.lock().unwrap().push((ask, query.to_owned(), body));
+                send.send_response(respond(answer));
+            }
+        });
+        (Elector::new(client, NS, NAME, me, timings), log)
+    }
+
+    fn asks(log: &Log) -> Vec<Ask> {
+        log.lock().unwrap().iter().map(|r| r.0.clone()).collect()
+    }
+
+    fn last(log: &Log, ask: Ask) -> Record {
+        log.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|r| r.0 == ask)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {ask:?}"))
+    }
+
+    #[tokio::test]
+    async fn a_missing_lease_is_created_held_by_this_identity() {
+        let (e, log) = elector(
+            "a",
+            Timings::default(),
+            Box::new(|ask, body| match ask {
+                Ask::Get => not_found(),
+                _ => (StatusCode::CREATED, body.clone()),
+            }),
+        );
+        let mut observed = Observed::default();
+        assert_eq!(
+            e.try_acquire_or_renew(&mut observed).await.unwrap(),
+            Attempt::Held
+        );
+        assert_eq!(asks(&log), [Ask::Get, Ask::Create]);
+        let (_, _, body) = last(&log, Ask::Create);
+        assert_eq!(body["spec"]["holderIdentity"], "a");
+        assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+        assert_eq!(body["spec"]["leaseTransitions"], 0);
+    }
+
+    #[tokio::test]
+    async fn another_holders_claim_stands_until_this_process_saw_it_unchanged_for_a_term() {
+        let (e, log) = elector(
+            "a",
+            Timings::default(),
+            Box::new(|ask, body| match ask {
+                // renewTime far in the past by the wall clock: expiry is judged by this
+                // process's observation only, never by comparing clocks.
+                Ask::Get => (StatusCode::OK, lease("b", T0, "7", 3)),
+                _ => echo(body),
+            }),
+        );
+        let mut observed = Observed::default();
+        // First sight: the claim stands, nothing is written.
+        assert_eq!(
+            e.try_acquire_or_renew(&mut observed).await.unwrap(),
+            Attempt::HeldByOther("b".into())
+        );
+        assert_eq!(asks(&log), [Ask::Get]);
+        // Seen unchanged for less than the 15 s term: still standing.
+        observed.at = Some(Instant::now() - Duration::from_secs(14));
+        assert_eq!(
+            e.try_acquire_or_renew(&mut observed).await.unwrap(),
+            Attempt::HeldByOther("b".into())
+        );
+        assert_eq!(asks(&log), [Ask::Get, Ask::Get]);
+        // Unchanged for longer than the term: expired, taken with an optimistic apply.
+        observed.at = Some(Instant::now() - Duration::from_secs(16));
+        assert_eq!(
+            e.try_acquire_or_renew(&mut observed).await.unwrap(),
+            Attempt::Held
+        );
+        assert_eq!(asks(&log), [Ask::Get, Ask::Get, Ask::Get, Ask::Apply]);
+        let (_, query, body) = last(&log, Ask::Apply);
+        assert!(
+            query.contains("fieldManager=mcptrust-leader-election"),
+            "{query}"
+        );
+        assert!(query.contains("force=true"), "{query}");
+        assert_eq!(
+            body["metadata"]["resourceVersion"], "7",
+            "the Lease as read"
+        );
+        assert_eq!(body["spec"]["holderIdentity"], "a");
+        assert_eq!(body["spec"]["leaseTransitions"], 4, "one more transition");
+        assert_ne!(body["spec"]["acquireTime"], T0, "a new term");
+    }
+
+    #[tokio::test]
+    async fn a_changed_record_restarts_the_observation() {
+        let renew = Arc::new(Mutex::new("2026-01-01T00:00:01.000000Z"));
+        let now = renew.clone();
+        let (e, log) = elector(
+            "a",
+            Timings::default(),
+            Box::new(move |ask, body| match ask {
+                Ask::Get => (StatusCode::OK, lease("b", *now.lock().unwrap(), "7", 3)),
+                _ => echo(body),
+            }),
+        );
+        let mut observed = Observed::default();
+        e.try_acquire_or_renew(&mut observed).await.unwrap();
+        observed.at = Some(Instant::now() - Duration::from_secs(16));
+        // The holder renewed meanwhile: its claim is fresh again.
+        *renew.lock().unwrap() = "2026-01-01T00:00:03.000000Z";
+        assert_eq!(
+            e.try_acquire_or_renew(&mut observed).await.unwrap(),
+            Attempt::HeldByOther("b".into())
+        );
+        assert!(observed.at.unwrap().elapsed() < Duration::from_secs(15));
+        assert_eq!(asks(&log), [Ask::Get, Ask::Get]);
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_taken_at_once_and_a_renewal_keeps_the_term() {
+        let (e, log) = elector(
+            "a",
+            Timings::default(),
+            Box::new(|ask, body| match ask {
+                Ask::Get => (StatusCode::OK, lease("", T0, "8", 5)),
+                _ => echo(body),
+            }),
+        );
+        let mut observed = Observed::default();
+        assert_eq!(
+            e.try_acquire_or_renew(&mut observed).await.unwrap(),
+            Attempt::Held
+        );
+        let (_, _, body) = last(&log, Ask::Apply);
+        assert_eq!(body["spec"]["leaseTransitions"], 6);
+
+        // Its own Lease: renewed, the acquireTime and the transitions kept.
+        let (e, log) = elector(
+            "a",
+            Timings::default(),
+            Box::new(|ask, body| match ask {
+                Ask::Get => (StatusCode::OK, lease("a", T0, "9", 6)),
+                _ => echo(body),
+            }),
+        );
+        assert_eq!(
+            e.try_acquire_or_renew(&mut observed).await.unwrap(),
+            Attempt::Held
+        );
+        let (_, _, body) = last(&log, Ask::Apply);
+        assert_eq!(body["spec"]["acquireTime"], T0);
+        assert_eq!(body["spec"]["leaseTransitions"], 6);
+        assert_eq!(body["metadata"]["resourceVersion"], "9");
+        assert_ne!(body["spec"]["renewTime"], T0);
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_acquire_loses_with_a_conflict_and_stands_by() {
+        // Two candidates read the same released Lease; the API server takes the first
+        // write and refuses the second (its resourceVersion is stale).
+        let (e, log) = elector(
+            "a",
+            Timings::default(),
+            Box::new(|ask, _| match ask {
+                Ask::Get => (StatusCode::OK, lease("", T0, "8", 5)),
+                _ => conflict(),
+            }),
+        );
+        let mut observed = Observed::default();
+        let err = e.try_acquire_or_renew(&mut observed).await.unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 409),
+            "{err:?}"
+        );
+        assert_eq!(asks(&log), [Ask::Get, Ask::Apply]);
+    }
+
+    /// Timings short enough for a test that runs the whole loop.
+    fn quick() -> Timings {
+        Timings {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_millis(600),
+            retry_period: Duration::from_millis(100),
+        }
+    }
+
+    /// Runs `e` with a `lead` that records when it started and when it saw leadership
+    /// end; returns the stop sender, the run task and the record.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        e: Elector,
+    ) -> (
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+        Arc<Mutex<Vec<(Instant, Option<Instant>)>>>,
+    ) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let terms: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Arc::default();
+        let t = terms.clone();
+        let task = tokio::spawn(async move {
+            e.run(stop_rx, move |mut lost| {
+                let t = t.clone();
+                async move {
+                    let i = {
+                        let mut t = t.lock().unwrap();
+                        t.push((Instant::now(), None));
+                        t.len() - 1
+                    };
+                    let _ = lost.wait_for(|v| *v).await;
+                    t.lock().unwrap()[i].1 = Some(Instant::now());
+                }
+            })
+            .await;
+        });
+        (stop_tx, task, terms)
+    }
+
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_leader_stops_leading_at_the_renew_deadline_when_the_api_is_unreachable() {
+        let reachable = Arc::new(Mutex::new(true));
+        let r = reachable.clone();
+        let (e, log) = elector(
+            "a",
+            quick(),
+            Box::new(move |ask, body| {
+                if !*r.lock().unwrap() {
+                    return unavailable();
+                }
+                match ask {
+                    Ask::Get => (StatusCode::OK, lease("a", T0, "9", 1)),
+                    _ => echo(body),
+                }
+            }),
+        );
+        let (stop, task, terms) = run(e);
+        // Leading and renewing.
+        eventually("two renewals", || {
+            asks(&log).iter().filter(|a| **a == Ask::Apply).count() >= 2
+        })
+        .await;
+        assert_eq!(terms.lock().unwrap().len(), 1);
+        assert!(terms.lock().unwrap()[0].1.is_none(), "still leading");
+        // Cut off: the last renewal is the last apply logged before the cut.
+        *reachable.lock().unwrap() = false;
+        let cut = Instant::now();
+        eventually("the work told to stop", || {
+            terms.lock().unwrap()[0].1.is_some()
+        })
+        .await;
+        let ended = terms.lock().unwrap()[0].1.unwrap();
+        // Not before the renew deadline (600 ms) since the last success, which came at
+        // most one retry period (100 ms) before the cut.
+        assert!(
+            ended >= cut + Duration::from_millis(500),
+            "stopped {:?} after the cut",
+            ended - cut
+        );
+        // Back to standby: it keeps trying, and does not lead while unreachable.
+        let tries = asks(&log).len();
+        eventually("standby attempts", || asks(&log).len() > tries + 2).await;
+        assert_eq!(terms.lock().unwrap().len(), 1, "no new term while cut off");
+        // Reachable again, the Lease still its own: it leads again.
+        *reachable.lock().unwrap() = true;
+        eventually("a second term", || terms.lock().unwrap().len() == 2).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_leader_stops_when_another_holder_took_the_lease() {
+        let holder = Arc::new(Mutex::new("a"));
+        let h = holder.clone();
+        let (e, log) = elector(
+            "a",
+            quick(),
+            Box::new(move |ask, body| match ask {
+                Ask::Get => (StatusCode::OK, lease(*h.lock().unwrap(), T0, "9", 1)),
+                _ => echo(body),
+            }),
+        );
+        let (stop, task, terms) = run(e);
+        eventually("leading", || terms.lock().unwrap().len() == 1).await;
+        let applies = |log: &Log| asks(log).iter().filter(|a| **a == Ask::Apply).count();
+        *holder.lock().unwrap() = "b";
+        let before = applies(&log);
+        eventually("the work told to stop", || {
+            terms.lock().unwrap()[0].1.is_some()
+        })
+        .await;
+        // Standing by now, it writes nothing over b's fresh claim.
+        let gets = asks(&log).len();
+        eventually("standby reads", || asks(&log).len() > gets + 2).await;
+        assert!(applies(&log) <= before + 1, "{:?}", asks(&log));
+        assert_eq!(terms.lock().unwrap().len(), 1);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        // Not the holder: no release either.
+        assert!(applies(&log) <= before + 1, "{:?}", asks(&log));
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_ends_the_work_then_releases_the_lease() {
+        let (e, log) = elector(
+            "a",
+            quick(),
+            Box::new(|ask, body| match ask {
+                Ask::Get => (StatusCode::OK, lease("a", T0, "9", 2)),
+                _ => echo(body),
+            }),
+        );
+        let (stop, task, terms) = run(e);
+        eventually("leading", || terms.lock().unwrap().len() == 1).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert!(
+            terms.lock().unwrap()[0].1.is_some(),
+            "the work was told to stop"
+        );
+        let (_, query, body) = last(&log, Ask::Apply);
+        assert!(
+            query.contains("fieldManager=mcptrust-leader-election"),
+            "{query}"
+        );
+        assert_eq!(body["spec"]["holderIdentity"], "", "released");
+        assert_eq!(body["spec"]["leaseDurationSeconds"], 1);
+        assert_eq!(body["spec"]["leaseTransitions"], 2);
+        assert_eq!(
+            asks(&log).last(),
+            Some(&Ask::Apply),
+            "the release comes last"
+        );
+    }
 }

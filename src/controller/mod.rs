@@ -17,6 +17,7 @@ pub mod namespaces;
 pub mod rbac;
 pub mod reconcile;
 pub mod resolver;
+pub mod trust_index;
 pub mod webhook_cert;
 
 use std::collections::{BTreeMap, HashMap};
@@ -437,11 +438,22 @@ pub async fn run(
     // last-applied copy of the spec): a third of each object's memory.
     let servers: Api<McpServer> = Api::all(client.clone());
     let (store, server_writer) = reflector::store();
-    let server_stream = reflector(
-        server_writer,
-        watcher(servers, watcher::Config::default().any_semantic()).modify(slim_server),
-    )
-    .applied_objects();
+    // Which McpServers use which trust ConfigMap and name which source, kept by the same
+    // watch (after the store's write): events find their McpServers without a scan.
+    let index = trust_index::TrustIndex::default();
+    let server_stream = {
+        let index = index.clone();
+        reflector(
+            server_writer,
+            watcher(servers, watcher::Config::default().any_semantic()).modify(slim_server),
+        )
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                index.apply_watcher_event(event);
+            }
+        })
+        .applied_objects()
+    };
     let controller = Controller::for_stream(server_stream, store.clone()).with_config(
         RuntimeConfig::default()
             .concurrency(ctx.reconcile_concurrency.max(1))
@@ -452,13 +464,14 @@ pub async fn run(
         build::LABEL_MANAGED_BY,
         build::MANAGED_BY
     ));
-    let store_cm = store.clone();
-    let store_secret = store.clone();
-    let store_managed = store.clone();
     let metrics = ctx.metrics.clone();
     metrics.set_leader(true);
+    // The managed ConfigMaps' metadata: one watch that both triggers reconciles and fills
+    // the cache the reconciles compare with (managedFields kept as manager names only).
+    let (cm_store, cm_writer) = reflector::store();
     let pruner = {
         let (metrics, store, ctx) = (metrics.clone(), store.clone(), ctx.clone());
+        let (cm_store, index) = (cm_store.clone(), index.clone());
         async move {
             if store.wait_until_ready().await.is_err() {
                 return;
@@ -474,12 +487,13 @@ pub async fn run(
                 if forgotten > 0 {
                     tracing::debug!(forgotten, "forgot the records of deleted TLS Secrets");
                 }
+                let swept = sweep_trust_config_maps(&ctx, &cm_store, &index).await;
+                if swept > 0 {
+                    tracing::info!(swept, "deleted trust ConfigMaps no McpServer uses");
+                }
             }
         }
     };
-    // The managed ConfigMaps' metadata: one watch that both triggers reconciles and fills
-    // the cache the reconciles compare with (managedFields kept as manager names only).
-    let (cm_store, cm_writer) = reflector::store();
     let cm_stream = reflector(
         cm_writer,
         watcher(
@@ -508,10 +522,18 @@ pub async fn run(
         .unwrap_or_else(|p| p.into_inner()) = Some(secret_store);
     // Api<PartialObjectMeta<K>> makes metadata-only list/watch requests.
     let ctx_run = ctx.clone();
+    let (index_managed, index_cm, index_secret) = (index.clone(), index.clone(), index.clone());
     let controller = controller
         .watches_stream(cm_stream, move |o| {
-            // A managed ConfigMap may also be named as another McpServer's trust source.
-            let mut refs = sources_to_servers(&store_managed, &o, true);
+            // The McpServers that use a trust ConfigMap (a change or a deletion is healed
+            // by one of them); a managed ConfigMap may also be named as a trust source.
+            let (name, ns) = (o.name_any(), o.namespace().unwrap_or_default());
+            let mut refs = index_managed.users_of_config_map(&ns, &name);
+            refs.extend(index_managed.users_of_source(
+                &ns,
+                trust_index::SourceKind::ConfigMap,
+                &name,
+            ));
             refs.extend(managed_to_server(&o));
             refs
         })
@@ -526,14 +548,26 @@ pub async fn run(
                     build::MANAGED_BY
                 )),
             ),
-            move |o| sources_to_servers(&store_cm, &o, true),
+            move |o| {
+                index_cm.users_of_source(
+                    &o.namespace().unwrap_or_default(),
+                    trust_index::SourceKind::ConfigMap,
+                    &o.name_any(),
+                )
+            },
         )
         .watches_stream(
             metadata(
                 Api::<PartialObjectMeta<Secret>>::all(client.clone()),
                 watcher::Config::default().labels(&format!("{LABEL_TRUST_SOURCE}=true")),
             ),
-            move |o| sources_to_servers(&store_secret, &o, false),
+            move |o| {
+                index_secret.users_of_source(
+                    &o.namespace().unwrap_or_default(),
+                    trust_index::SourceKind::Secret,
+                    &o.name_any(),
+                )
+            },
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile_and_reset, reconcile::error_policy, ctx_run)
@@ -625,32 +659,57 @@ async fn reconcile_and_reset(
     Ok(action)
 }
 
-/// The McpServers (from the reflector store) whose trust sources name `obj`.
-fn sources_to_servers<K: Resource>(
-    store: &kube::runtime::reflector::Store<McpServer>,
-    obj: &K,
-    config_map: bool,
-) -> Vec<ObjectRef<McpServer>> {
-    let (Some(name), Some(ns)) = (obj.meta().name.as_deref(), obj.meta().namespace.as_deref())
-    else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
-        .filter(|s| {
-            s.spec.trust.iter().flat_map(|t| &t.sources).any(|src| {
-                let r = if config_map {
-                    &src.config_map
-                } else {
-                    &src.secret
-                };
-                r.as_ref().is_some_and(|r| r.name == name)
-            })
-        })
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
+/// Deletes the trust ConfigMaps mcptrust wrote for McpServers (the shared
+/// `mcptrust-trust-<key>`, labelled [`build::LABEL_TRUST_KEY`], and the per-server
+/// `mcptrust-<name>-trust` of earlier versions, labelled [`build::LABEL_MCPSERVER`]) that
+/// no McpServer of their namespace uses any more ([`trust_index::TrustIndex`]: neither
+/// as its current ConfigMap nor as a previous one its pods still mount). The
+/// namespace-default `mcptrust-trust` carries neither label and is never swept. Each
+/// delete is conditional on the cached `resourceVersion`: a ConfigMap changed meanwhile
+/// waits for the next sweep. Returns how many were deleted; 0 until both the index and
+/// the cache have listed.
+pub(crate) async fn sweep_trust_config_maps(
+    ctx: &Context,
+    store: &Store<PartialObjectMeta<ConfigMap>>,
+    index: &trust_index::TrustIndex,
+) -> usize {
+    if !index.is_listed() || ctx.managed_config_maps().await.is_none() {
+        return 0;
+    }
+    let mut deleted = 0;
+    for cm in store.state() {
+        let meta = &cm.metadata;
+        let labels = meta.labels.as_ref();
+        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        let ours = label(build::LABEL_COMPONENT) == Some("trust")
+            && (label(build::LABEL_TRUST_KEY).is_some() || label(build::LABEL_MCPSERVER).is_some());
+        let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+            continue;
+        };
+        if !ours || index.is_used(ns, name) {
+            continue;
+        }
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: meta.resource_version.clone(),
+                uid: meta.uid.clone(),
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {
+                tracing::info!(configmap = %format!("{ns}/{name}"), "deleted a trust ConfigMap no McpServer uses");
+                deleted += 1;
+            }
+            // Gone already, or changed since the cache saw it: the next sweep decides.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(configmap = %format!("{ns}/{name}"), "deleting an unused trust ConfigMap failed: {e}")
+            }
+        }
+    }
+    deleted
 }
 
 /// Whether an API error is worth retrying: no answer at all, or 429 / 5xx.

@@ -31,8 +31,14 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         api_group: "",
         resource: "configmaps",
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "read trust sources (get), watch them and the trust ConfigMaps mcptrust writes (metadata only), create mcptrust-<name>-trust and mcptrust-trust (POST when new, cheaper for the API server than an apply of 370 kB) and update them by server-side apply (patch)",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "read trust sources (get), watch them and the trust ConfigMaps mcptrust writes (metadata only), create the shared mcptrust-trust-<key> and mcptrust-trust (POST when new, cheaper for the API server than an apply of 370 kB) and update them by server-side apply (patch); delete a shared trust ConfigMap (and an earlier version's mcptrust-<name>-trust) once no McpServer uses it",
+    },
+    Rule {
+        api_group: "",
+        resource: "pods",
+        verbs: &["list"],
+        why: "after an McpServer moves to another trust ConfigMap: find its running pods that still mount the previous one (one namespace, only while status.trustBundle.previousConfigMaps is not empty)",
     },
     Rule {
         api_group: "",

@@ -895,30 +895,38 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     };
 
     // 1. Trust bundle.
+    let mut stale_pods = false;
     let mut bundle_ok = false;
     let mut current_bundle: Option<Arc<TrustBundle>> = None;
     match trust_bundle(&server, &ns, &ctx).await {
         Ok(bundle) => {
-            let cm_name = crate::api::trust_config_map_name(&name);
-            // Applied only when the cached ConfigMap does not already hold this bundle:
-            // a no-op apply is still a write the API server has to process.
-            let owner_uid = server.metadata.uid.as_deref();
-            let labels = build::labels(&name, &ns, "trust");
+            // The ConfigMap shared by the McpServers of this namespace with the same trust
+            // ingredients. Applied only when the cached ConfigMap does not already hold
+            // this bundle: a no-op apply is still a write the API server has to process,
+            // and the other users of a shared ConfigMap find it current.
+            let cm_name = crate::api::trust_config_map_name(&server);
+            let cm = build::trust_config_map(&ns, &cm_name, &bundle);
+            let labels = cm.metadata.labels.clone().unwrap_or_default();
             let cached =
-                trust_config_map_cached(&ctx, &ns, &cm_name, &labels, owner_uid, &bundle.sha256)
-                    .await;
+                trust_config_map_cached(&ctx, &ns, &cm_name, &labels, None, &bundle.sha256).await;
             if cached != Cached::Current {
-                let cm = build::trust_config_map(&server, &bundle);
                 let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
                 let absent = cached == Cached::Absent;
                 create_or_apply(&ctx, &api, &cm_name, FIELD_MANAGER_TRUST, &cm, absent).await?;
+            }
+            // The ConfigMaps it used before, while its running pods still mount them.
+            let previous = still_mounted(&ctx, &ns, &name, &cm_name, &old_status).await?;
+            let strategy = server.spec.rotation.clone().unwrap_or_default().strategy;
+            let previous_note = previous_note(&previous, &cm_name, strategy);
+            if !previous.is_empty() {
+                stale_pods = true;
             }
             desired.push(DesiredCondition::new(
                 types::TRUST_BUNDLE_READY,
                 true,
                 "BundleReady",
                 format!(
-                    "ConfigMap {cm_name} holds {} certificates ({} private CA{}{}), sha256 {}",
+                    "ConfigMap {cm_name} holds {} certificates ({} private CA{}{}), sha256 {}{previous_note}",
                     bundle.certificates,
                     bundle.private_cas,
                     if bundle.private_cas == 1 { "" } else { "s" },
@@ -932,6 +940,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             ));
             status.trust_bundle = Some(TrustBundleStatus {
                 config_map_name: cm_name,
+                previous_config_maps: previous.into_iter().map(|(cm, _)| cm).collect(),
                 sha256: bundle.sha256.clone(),
                 certificates: bundle.certificates,
             });
@@ -1169,6 +1178,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         status.trust_bundle.as_ref(),
     ) {
         let new_hash = build::rotation_hash(
+            &bundle.config_map_name,
             &bundle.sha256,
             status
                 .server_certificate
@@ -1177,6 +1187,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         );
         let old_hash = old_status.trust_bundle.as_ref().map(|b| {
             build::rotation_hash(
+                &b.config_map_name,
                 &b.sha256,
                 old_status
                     .server_certificate
@@ -1207,7 +1218,99 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     if desired.iter().any(|c| c.reason == "SourceNotFound") {
         wait = wait.min(60);
     }
+    if stale_pods {
+        // Pods are not watched: look again for the ones that still mount a previous
+        // ConfigMap.
+        wait = wait.min(STALE_POD_RECHECK_SECS);
+    }
     Ok(Action::requeue(Duration::from_secs(wait.unsigned_abs())))
+}
+
+/// How often (seconds) an McpServer whose pods still mount a previous trust ConfigMap
+/// looks for them again.
+pub const STALE_POD_RECHECK_SECS: i64 = 15;
+
+/// The trust ConfigMaps McpServer `ns/name` used before `current` (its status's
+/// `configMapName` when it differs, and its `previousConfigMaps`) that running pods of it
+/// still mount, each with how many do. A pod counts when it is annotated
+/// `mcptrust.io/mcpserver: <ns>/<name>` (the webhook's mark), has not finished
+/// (`Succeeded`/`Failed`) and has a ConfigMap volume of that name. One list of the
+/// namespace's pods, only when there is a previous ConfigMap at all.
+///
+/// # Errors
+/// [`Error::Kube`] when the pods cannot be listed.
+async fn still_mounted(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    current: &str,
+    old: &McpServerStatus,
+) -> Result<Vec<(String, usize)>> {
+    let Some(tb) = old.trust_bundle.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let mut candidates: Vec<String> = tb.previous_config_maps.clone();
+    candidates.push(tb.config_map_name.clone());
+    candidates.retain(|c| c != current);
+    candidates.sort();
+    candidates.dedup();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let marker = format!("{ns}/{name}");
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for pod in pods.list(&ListParams::default()).await?.items {
+        let ours = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::inject::ANNOTATION_MCPSERVER))
+            == Some(&marker);
+        let finished = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        if !ours || finished {
+            continue;
+        }
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if let Some(cm) = v
+                .config_map
+                .as_ref()
+                .filter(|c| candidates.contains(&c.name))
+            {
+                *counts.entry(cm.name.clone()).or_default() += 1;
+            }
+        }
+    }
+    Ok(counts.into_iter().collect())
+}
+
+/// The part of the TrustBundleReady message about pods still mounting a previous
+/// ConfigMap (empty when none does).
+fn previous_note(
+    previous: &[(String, usize)],
+    current: &str,
+    strategy: RotationStrategy,
+) -> String {
+    if previous.is_empty() {
+        return String::new();
+    }
+    let list = previous
+        .iter()
+        .map(|(cm, n)| format!("{n} pod(s) still mount the previous ConfigMap {cm}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match strategy {
+        RotationStrategy::None => format!(
+            "; {list}: rotation strategy None does not restart them, restart them to mount {current}"
+        ),
+        RotationStrategy::RollingRestart => {
+            format!("; {list} until the rolling restart replaces them")
+        }
+    }
 }
 
 /// Pinning is requested and nothing is pinned yet.

@@ -10,12 +10,12 @@
 //! the Secrets' annotations, so no Secret data is ever cached.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use serde_json::Value;
 
 use super::build;
@@ -40,70 +40,131 @@ pub struct Caches {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Metadata of ConfigMaps labelled `app.kubernetes.io/managed-by=mcptrust`.
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    /// Counts the changes to `servers` ([`Caches::servers_changed`]); the resolver's
-    /// per-namespace index is rebuilt when it moves.
-    servers_generation: Arc<AtomicU64>,
+    /// The McpServers by namespace, kept by [`Caches::apply_server_event`] (the watcher's
+    /// side); an admission only reads it.
+    index: Arc<RwLock<ServerIndex>>,
 }
 
 impl Caches {
-    /// Wraps the three stores. Whoever writes to `servers` after this (the webhook's
-    /// McpServer watcher) calls [`Caches::servers_changed`] after each write.
+    /// Wraps the three stores and indexes the McpServers `servers` holds now. Whoever
+    /// writes to `servers` after this (the webhook's McpServer watcher) passes each event
+    /// to [`Caches::apply_server_event`] after the store's write.
     pub fn new(
         servers: Store<McpServer>,
         secrets: Store<PartialObjectMeta<Secret>>,
         config_maps: Store<PartialObjectMeta<ConfigMap>>,
     ) -> Self {
+        let index = ServerIndex::build(servers.state());
         Self {
             servers,
             secrets,
             config_maps,
-            servers_generation: Arc::default(),
+            index: Arc::new(RwLock::new(index)),
         }
     }
 
-    /// Records that the McpServer store has changed (an object applied or deleted, a
-    /// relist): the next admission rebuilds the index of McpServers by namespace from the
-    /// store. Call it after the store's write (kube's `reflector` writes before it yields
-    /// the event, so a `for_each` after the reflector is the place).
-    pub fn servers_changed(&self) {
-        self.servers_generation.fetch_add(1, Ordering::Release);
+    /// Follows one event of the McpServer watch in the index, after the reflector wrote
+    /// it to the store (kube's `reflector` writes before it yields the event, so an
+    /// `inspect` or `for_each` after the reflector is the place). An applied or deleted
+    /// McpServer replaces its namespace's list (the other McpServers' env blocks are
+    /// kept); the end of a (re)list rebuilds the index from the store; the events of a
+    /// list in progress change nothing (the store still serves the old state). The cost
+    /// is the watcher's, never an admission's.
+    pub fn apply_server_event(&self, event: &watcher::Event<McpServer>) {
+        match event {
+            watcher::Event::Apply(s) => self.update_namespace(s, Some(s)),
+            watcher::Event::Delete(s) => self.update_namespace(s, None),
+            watcher::Event::InitDone => {
+                let index = ServerIndex::build(self.servers.state());
+                *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        }
+    }
+
+    /// Replaces `of`'s entry in its namespace's list with `with` (or removes it).
+    fn update_namespace(&self, of: &McpServer, with: Option<&McpServer>) {
+        let ns = of.metadata.namespace.clone().unwrap_or_default();
+        let name = of.metadata.name.as_deref();
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let mut list: Vec<Arc<Indexed>> = index
+            .by_namespace
+            .get(&ns)
+            .map(|l| {
+                l.iter()
+                    .filter(|i| i.server.metadata.name.as_deref() != name)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(server) = with {
+            let fresh = Indexed::new(Arc::new(server.clone()));
+            let at = list.partition_point(|i| i.server.metadata.name.as_deref() < name);
+            list.insert(at, Arc::new(fresh));
+        }
+        if list.is_empty() {
+            index.by_namespace.remove(&ns);
+        } else {
+            index.by_namespace.insert(ns, list.into());
+        }
+    }
+
+    /// The McpServers of `namespace`, sorted by name.
+    fn namespace(&self, namespace: &str) -> Arc<[Arc<Indexed>]> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        index
+            .by_namespace
+            .get(namespace)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 }
 
-/// The McpServers of one namespace in the index, sorted by name.
+/// One McpServer in the index.
 struct Indexed {
     server: Arc<McpServer>,
     /// The env block of this McpServer's settings ([`Injection::resolve`] with it), computed
-    /// by the first admission that needs it; a change of the McpServer rebuilds the index.
+    /// by the first admission that needs it; a change of the McpServer replaces the entry.
     env: OnceLock<EnvBlock>,
 }
 
-/// The McpServer store grouped by namespace, as of one [`Caches::servers_changed`] count:
-/// an admission reads the McpServers of its own namespace, not all of them (with 1,000
-/// McpServers, cloning the whole store on every admission cost more than the injection).
+impl Indexed {
+    fn new(server: Arc<McpServer>) -> Self {
+        Self {
+            server,
+            env: OnceLock::new(),
+        }
+    }
+}
+
+/// The McpServers grouped by namespace: an admission reads the McpServers of its own
+/// namespace, not all of them (with 1,000 McpServers, cloning the whole store on every
+/// admission cost more than the injection). Each namespace's list is shared (`Arc`), so a
+/// reader holds the lock only to clone one pointer.
+#[derive(Default)]
 struct ServerIndex {
-    generation: u64,
-    by_namespace: HashMap<String, Vec<Indexed>>,
+    by_namespace: HashMap<String, Arc<[Arc<Indexed>]>>,
 }
 
 impl ServerIndex {
     /// Groups `servers` by namespace, each namespace's sorted by name.
-    fn build(generation: u64, servers: Vec<Arc<McpServer>>) -> Self {
-        let mut by_namespace: HashMap<String, Vec<Indexed>> = HashMap::new();
+    fn build(servers: Vec<Arc<McpServer>>) -> Self {
+        let mut lists: HashMap<String, Vec<Arc<Indexed>>> = HashMap::new();
         for server in servers {
             let ns = server.metadata.namespace.clone().unwrap_or_default();
-            by_namespace.entry(ns).or_default().push(Indexed {
-                server,
-                env: OnceLock::new(),
-            });
+            lists
+                .entry(ns)
+                .or_default()
+                .push(Arc::new(Indexed::new(server)));
         }
-        for list in by_namespace.values_mut() {
-            list.sort_by(|a, b| a.server.metadata.name.cmp(&b.server.metadata.name));
-        }
-        Self {
-            generation,
-            by_namespace,
-        }
+        let by_namespace = lists
+            .into_iter()
+            .map(|(ns, mut list)| {
+                list.sort_by(|a, b| a.server.metadata.name.cmp(&b.server.metadata.name));
+                (ns, list.into())
+            })
+            .collect();
+        Self { by_namespace }
     }
 }
 
@@ -113,7 +174,6 @@ pub struct ClusterMutator {
     caches: Caches,
     /// The env block of the config alone, for pods no McpServer selects.
     default_env: EnvBlock,
-    index: RwLock<Option<ServerIndex>>,
 }
 
 impl ClusterMutator {
@@ -124,35 +184,7 @@ impl ClusterMutator {
             config,
             caches,
             default_env,
-            index: RwLock::new(None),
         }
-    }
-
-    /// Runs `f` on the McpServers of `namespace` (sorted by name) from an index no older
-    /// than the last [`Caches::servers_changed`] before this call.
-    fn with_namespace<R>(&self, namespace: &str, f: impl FnOnce(&[Indexed]) -> R) -> R {
-        fn of<'i>(index: &'i ServerIndex, namespace: &str) -> &'i [Indexed] {
-            index
-                .by_namespace
-                .get(namespace)
-                .map_or(&[][..], Vec::as_slice)
-        }
-        // Read the count before the store: a change after this read moves it again.
-        let generation = self.caches.servers_generation.load(Ordering::Acquire);
-        {
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(index) = index.as_ref().filter(|i| i.generation == generation) {
-                return f(of(index, namespace));
-            }
-        }
-        let servers = self.caches.servers.state();
-        let mut slot = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(index) = slot.as_ref().filter(|i| i.generation >= generation) {
-            // Another admission rebuilt it meanwhile, as of this change or a later one.
-            return f(of(index, namespace));
-        }
-        let index = ServerIndex::build(generation, servers);
-        f(of(slot.insert(index), namespace))
     }
 
     /// The McpServer that selects a pod with `labels` in `namespace` (the first by name
@@ -162,21 +194,20 @@ impl ClusterMutator {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> Option<(Arc<McpServer>, EnvBlock)> {
-        self.with_namespace(namespace, |servers| {
-            let s = servers.iter().find(|s| {
-                s.server
-                    .spec
-                    .pod_selector
-                    .as_ref()
-                    .is_some_and(|sel| crate::api::selector_matches(sel, labels))
-            })?;
-            // The block only reads what `Injection::resolve` takes from the config and
-            // the McpServer, never the per-pod mounts or bundle hash.
-            let env = s
-                .env
-                .get_or_init(|| EnvBlock::new(&Injection::resolve(&self.config, Some(&s.server))));
-            Some((Arc::clone(&s.server), env.clone()))
-        })
+        let servers = self.caches.namespace(namespace);
+        let s = servers.iter().find(|s| {
+            s.server
+                .spec
+                .pod_selector
+                .as_ref()
+                .is_some_and(|sel| crate::api::selector_matches(sel, labels))
+        })?;
+        // The block only reads what `Injection::resolve` takes from the config and the
+        // McpServer, never the per-pod mounts or bundle hash.
+        let env = s
+            .env
+            .get_or_init(|| EnvBlock::new(&Injection::resolve(&self.config, Some(&s.server))));
+        Some((Arc::clone(&s.server), env.clone()))
     }
 
     /// The settings for an object in `namespace` (pure over the caches' current state).

@@ -1030,45 +1030,63 @@ pub async fn run(
     }
 }
 
-/// Waits until `cert` and `key` load as a matching certificate and key (polling every 2 s,
-/// logging every 30 s), for a webhook whose Secret volume is filled after the pod starts
-/// (`optional: true`, written by the leader or by cert-manager). Cancel it by dropping it
-/// (e.g. in a `select!` with the shutdown signal).
-pub async fn wait_for_tls_files(cert: &Path, key: &Path, mode: CertMode) {
-    let mut waited = Duration::ZERO;
+/// Waits until `cert` and `key` load as a matching certificate and key (polling every 2 s),
+/// for a webhook whose Secret volume is filled after the pod starts (`optional: true`,
+/// written by the leader or by cert-manager). Logs `waiting for <path>` at once and every
+/// 30 s, `<path>` being the first file that is missing (or `cert` when both exist but do not
+/// load yet), and sets `readiness` to `waiting for <path>` meanwhile (what `/readyz` says).
+/// Cancel it by dropping it (e.g. in a `select!` with the shutdown signal).
+pub async fn wait_for_tls_files(
+    cert: &Path,
+    key: &Path,
+    mode: CertMode,
+    readiness: &crate::admin::Readiness,
+) {
+    let started = std::time::Instant::now();
     let poll = Duration::from_secs(2);
+    let mut next_log = Duration::ZERO;
     loop {
         match crate::tls::load_certified_key(cert, key) {
             Ok(_) => {
-                if !waited.is_zero() {
+                if !next_log.is_zero() {
                     tracing::info!(
                         cert = %cert.display(),
-                        waited_secs = waited.as_secs(),
+                        waited_secs = started.elapsed().as_secs(),
                         "webhook certificate files present"
                     );
                 }
                 return;
             }
             Err(e) => {
-                if waited.as_secs().is_multiple_of(30) {
+                let path = if cert.exists() && !key.exists() {
+                    key
+                } else {
+                    cert
+                };
+                readiness.set_waiting(path.display().to_string());
+                if started.elapsed() >= next_log {
+                    let by = match mode {
+                        CertMode::SelfManaged => "the mcptrust leader",
+                        CertMode::CertManager => "cert-manager",
+                        CertMode::Provided => "you",
+                    };
                     tracing::info!(
-                        cert = %cert.display(),
-                        key = %key.display(),
                         mode = %mode,
-                        "waiting for the webhook certificate files (the Secret is written by {}): {e}",
-                        match mode {
-                            CertMode::SelfManaged => "the mcptrust leader",
-                            CertMode::CertManager => "cert-manager",
-                            CertMode::Provided => "you",
-                        }
+                        waited_secs = started.elapsed().as_secs(),
+                        "waiting for {} (the Secret is written by {by}): {}",
+                        path.display(),
+                        crate::report::one_line(&e)
                     );
+                    next_log += WAIT_LOG_INTERVAL;
                 }
             }
         }
         tokio::time::sleep(poll).await;
-        waited += poll;
     }
 }
+
+/// How often [`wait_for_tls_files`] repeats its `waiting for <path>` line.
+pub const WAIT_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

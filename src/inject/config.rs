@@ -345,7 +345,7 @@ pub const CLIENT_TLS_MOUNT_DIR: &str = "/etc/mcptrust/tls/clients";
 
 impl Injection {
     /// Merges the operator defaults with an McpServer (when one selects the pod):
-    /// its trust ConfigMap `mcptrust-<name>-trust` and bundle hash from status, its
+    /// its shared trust ConfigMap (`mcptrust-trust-<key>`, [`crate::api::trust_config_map_name`]) and bundle hash from status, its
     /// `spec.proxy` fields over the defaults, its `spec.env` after the config's
     /// `extraEnv`, and its `spec.egress.mode` for the egress-mode annotation.
     pub fn resolve(config: &InjectConfig, server: Option<&McpServer>) -> Self {
@@ -364,7 +364,7 @@ impl Injection {
         };
         let Some(server) = server else { return out };
         let name = server.metadata.name.clone().unwrap_or_default();
-        out.config_map = crate::api::trust_config_map_name(&name);
+        out.config_map = crate::api::trust_config_map_name(server);
         out.bundle_sha256 = server
             .status
             .as_ref()

@@ -167,7 +167,9 @@ pub fn inject_manifests(
                     .filter(|l| *l > 0)
                     .unwrap_or(1);
                 let message = e.to_string();
-                let message = message.lines().next().unwrap_or_default().to_string();
+                let first = message.lines().next().unwrap_or_default();
+                // Without the parser's own `error: ` prefix: `main` already says `error:`.
+                let message = first.strip_prefix("error: ").unwrap_or(first).to_owned();
                 return Err(ManifestError::Yaml {
                     document: number,
                     line: doc.first_line + line - 1,

@@ -11,12 +11,13 @@
 //!   comments of `ca-certificates.crt`) is allowed, but a marker line that does not start
 //!   at column 0, a `BEGIN` without its `END`, or an `END` without a `BEGIN` is an error.
 //!
-//! Base64 decoding of each block is done by `rustls-pemfile`.
+//! Base64 decoding of each block is done by `rustls-pki-types`' `PemObject`.
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::{self, PemObject as _};
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 use super::BundleError;
@@ -175,7 +176,8 @@ pub fn parse_pem_certificates(
     Ok(certs)
 }
 
-/// Base64-decode one complete `CERTIFICATE` block (BEGIN line to END line) with rustls-pemfile.
+/// Base64-decode one complete `CERTIFICATE` block (BEGIN line to END line) with
+/// `rustls-pki-types`' `PemObject`.
 fn decode_certificate_block(
     source: &str,
     index: usize,
@@ -186,17 +188,14 @@ fn decode_certificate_block(
         index: Some(index),
         detail,
     };
-    match rustls_pemfile::read_one_from_slice(block) {
-        Ok(Some((rustls_pemfile::Item::X509Certificate(der), _))) if !der.is_empty() => Ok(der),
-        Ok(Some((rustls_pemfile::Item::X509Certificate(_), _))) => {
-            Err(not_pem("the CERTIFICATE block is empty".to_owned()))
-        }
-        Ok(_) => Err(not_pem(
+    match CertificateDer::from_pem_slice(block) {
+        Ok(der) if !der.is_empty() => Ok(der),
+        Ok(_) => Err(not_pem("the CERTIFICATE block is empty".to_owned())),
+        Err(pem::Error::NoItemsFound) => Err(not_pem(
             "the CERTIFICATE block could not be decoded".to_owned(),
         )),
         Err(e) => Err(not_pem(format!(
-            "the CERTIFICATE block does not decode: {}",
-            std::io::Error::from(e)
+            "the CERTIFICATE block does not decode: {e}"
         ))),
     }
 }
@@ -525,7 +524,7 @@ mod tests {
 
     #[test]
     fn unknown_labels_are_not_skipped() {
-        // rustls-pemfile on its own would silently skip this label.
+        // PemObject on its own would silently skip this label.
         let text =
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
         let err = parse_pem_certificates("k.pem", text.as_bytes()).expect_err("skipped");

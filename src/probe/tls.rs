@@ -18,7 +18,8 @@ use rustls::client::{
     verify_server_name,
 };
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::{self, PemObject as _};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::sign::CertifiedKey;
 use rustls::{
@@ -417,7 +418,7 @@ impl TlsSetup {
 }
 
 fn load_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("the CA bundle is not valid PEM: {e}"))?;
     if certs.is_empty() {
@@ -433,18 +434,19 @@ fn load_identity(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<ClientIdentity, String> {
-    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("the client certificate is not valid PEM: {e}"))?;
     let Some(leaf) = certs.first() else {
         return Err("the client certificate file holds no PEM CERTIFICATE block".to_owned());
     };
     let facts = cert::facts(leaf).map_err(|e| format!("the client certificate: {e}"))?;
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("the client key is not valid PEM: {e}"))?
-        .ok_or_else(|| {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
             "the client key file holds no private key (PKCS#8, PKCS#1 or SEC1 PEM)".to_owned()
-        })?;
+        }
+        e => format!("the client key is not valid PEM: {e}"),
+    })?;
     let signing = provider
         .key_provider
         .load_private_key(key)

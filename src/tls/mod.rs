@@ -22,6 +22,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -47,7 +48,7 @@ pub enum TlsError {
         path: PathBuf,
         /// The parse error.
         #[source]
-        source: std::io::Error,
+        source: rustls::pki_types::pem::Error,
     },
     /// The certificate file holds no `CERTIFICATE` block.
     #[error("no PEM CERTIFICATE block in {}", path.display())]
@@ -89,6 +90,14 @@ pub enum TlsError {
         /// The rustls error.
         #[source]
         source: rustls::Error,
+    },
+    /// The leaf certificate's notAfter has passed ([`check_not_expired`]).
+    #[error("certificate {} expired at {not_after}", path.display())]
+    Expired {
+        /// The certificate file.
+        path: PathBuf,
+        /// notAfter as text, e.g. `"Jan  1 00:00:00 2020 +00:00"`.
+        not_after: String,
     },
     /// rustls rejected the configuration.
     #[error("rustls configuration: {0}")]
@@ -170,7 +179,7 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
         source,
     })?;
 
-    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<CertificateDer<'static>>, _>>()
         .map_err(|source| TlsError::Pem {
             path: cert_path.to_owned(),
@@ -186,14 +195,20 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
         reason,
     })?;
 
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| TlsError::Pem {
-            path: key_path.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| TlsError::NoPrivateKey {
-            path: key_path.to_owned(),
-        })?;
+    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(key) => key,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoPrivateKey {
+                path: key_path.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(TlsError::Pem {
+                path: key_path.to_owned(),
+                source,
+            });
+        }
+    };
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
         TlsError::UnsupportedKey {
             path: key_path.to_owned(),
@@ -216,6 +231,26 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
     }
     tracing::debug!(cert = %cert_path.display(), %info, "loaded serving certificate");
     Ok(certified)
+}
+
+/// Fails with [`TlsError::Expired`] when the leaf certificate of `key` (read from
+/// `cert_path`) expired before `now_unix` (Unix seconds). A key whose leaf does not parse
+/// passes (see [`CertInfo::of`]).
+///
+/// # Errors
+/// [`TlsError::Expired`].
+pub fn check_not_expired(
+    key: &CertifiedKey,
+    cert_path: &Path,
+    now_unix: i64,
+) -> Result<(), TlsError> {
+    match CertInfo::of(key) {
+        Some(info) if info.not_after < now_unix => Err(TlsError::Expired {
+            path: cert_path.to_owned(),
+            not_after: info.not_after_text,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A [`ResolvesServerCert`] that always presents the current certificate, whatever the

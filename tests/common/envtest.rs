@@ -150,9 +150,10 @@ impl Drop for Supervised {
 
 pub use super::free_port;
 
-/// Whether e2e tests must run (CI): `MCPTRUST_E2E_REQUIRED=1`.
+/// Whether e2e tests must run (CI): `MCPTRUST_E2E_REQUIRED` is `1` or `true`
+/// ([`super::skip::required`]).
 pub fn required() -> bool {
-    std::env::var("MCPTRUST_E2E_REQUIRED").is_ok_and(|v| v == "1" || v == "true")
+    super::skip::required()
 }
 
 /// Paths and addresses of a running control plane.
@@ -190,13 +191,11 @@ pub fn control_plane() -> Option<&'static ControlPlane> {
             let assets = match std::env::var_os("KUBEBUILDER_ASSETS") {
                 Some(a) if !a.is_empty() => PathBuf::from(a),
                 _ => {
-                    let how = "set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd \
-                               (`export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh target/envtest)`, \
-                               or `setup-envtest use 1.36 -p path`)";
-                    if required() {
-                        panic!("e2e tests are required (MCPTRUST_E2E_REQUIRED=1) but {how}");
-                    }
-                    eprintln!("skipping e2e tests: {how}");
+                    super::skip::skip_or_fail(
+                        "kube-apiserver and etcd (KUBEBUILDER_ASSETS)",
+                        "export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh target/envtest) \
+                         or `setup-envtest use 1.36 -p path`",
+                    );
                     return None;
                 }
             };
@@ -512,6 +511,34 @@ impl ControlPlane {
         kubectl_with(&self.kubeconfig, args, Some(stdin))
     }
 
+    /// `kubectl get args... -o json`, parsed; panics when kubectl fails.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).unwrap()
+    }
+
+    /// A forced server-side apply of `obj` (field manager `e2e`); panics when it fails.
+    pub fn apply(&self, obj: &serde_json::Value) {
+        let out = self.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=e2e",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            &obj.to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "applying {obj}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A fresh namespace with a `default` ServiceAccount (no controller-manager creates one
     /// here): `prefix` itself the first time a binary asks for it, then `<prefix>-<n>`.
     pub fn namespace(&self, prefix: &str) -> String {
@@ -698,20 +725,15 @@ pub fn metric_sum(exposition: &str, needle: &str) -> f64 {
 
 /// The documents of a rendered chart (`target/chart-render/<case>.yaml`, written by
 /// `ci/helm-lint.py`, which `.ci/run` runs before the tests) whose kind is in `kinds`.
-/// `None` (after saying how to make them) when the render is missing and e2e tests are not
-/// required.
+/// `None` (after [`super::skip::skip_or_fail`]) when the renders are missing or older than
+/// the chart ([`super::skip::chart_renders`]).
+///
+/// # Panics
+/// When the renders are fresh but `case` is not among them.
 pub fn chart_documents(case: &str, kinds: &[&str]) -> Option<Vec<serde_json::Value>> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/chart-render/{case}.yaml"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        let how = format!(
-            "{} is missing: run `python3 ci/helm-lint.py` first",
-            path.display()
-        );
-        assert!(!required(), "{how}");
-        eprintln!("skipping: {how}");
-        return None;
-    };
+    let path = super::skip::chart_renders()?.join(format!("{case}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (a case ci/helm-lint.py renders?)", path.display()));
     Some(
         mcptrust::inject::manifest::split_documents(&text)
             .into_iter()
@@ -768,15 +790,19 @@ pub fn start_controller_on(
     )
 }
 
-/// The items of `kubectl -n ns get kind -o json`; empty when kubectl fails.
+/// The items of `kubectl -n ns get kind -o json`.
+///
+/// # Panics
+/// When kubectl fails or prints no `items` list (an empty answer must not pass for "no
+/// objects").
 pub fn list_objects(cp: &ControlPlane, ns: &str, kind: &str) -> Vec<serde_json::Value> {
-    let out = cp.kubectl_output(&["-n", ns, "get", kind, "-o", "json"]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    v["items"].as_array().cloned().unwrap_or_default()
+    let text = cp.kubectl(&["-n", ns, "get", kind, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("kubectl get {kind} -n {ns}: not JSON ({e}): {text}"));
+    v["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("kubectl get {kind} -n {ns}: no items: {text}"))
 }
 
 /// How many McpServers in `ns` have `Ready=True`.
@@ -825,12 +851,13 @@ pub fn with_operator_namespaces(app: &str) -> Option<(&'static ControlPlane, Str
     Some((cp, cp.namespace("mcptrust"), cp.namespace(app)))
 }
 
-/// `helm install|upgrade` of `charts/mcptrust` as release `mcptrust` in `namespace`, with
-/// `values` (JSON), through Helm's own library (helm-sdkpy, `ci/helm-release.py`). Helm's
-/// error text on failure.
+/// `helm install|upgrade` of `charts/mcptrust` as `release` in `namespace`, with `values`
+/// (JSON), through Helm's own library (helm-sdkpy, `ci/helm-release.py`). Helm's error
+/// text on failure.
 pub fn helm_release(
     cp: &ControlPlane,
     action: &str,
+    release: &str,
     namespace: &str,
     values: &serde_json::Value,
 ) -> Result<String, String> {
@@ -839,7 +866,7 @@ pub fn helm_release(
         .args([
             action,
             cp.kubeconfig.to_str().unwrap(),
-            "mcptrust",
+            release,
             namespace,
             &values.to_string(),
         ])
@@ -854,19 +881,26 @@ pub fn helm_release(
 
 /// The `caBundle` of the chart's MutatingWebhookConfiguration `mcptrust` (base64), empty
 /// when unset.
+///
+/// # Panics
+/// When the configuration or its webhook is missing: an absent object must not pass for
+/// "no caBundle".
 pub fn webhook_ca_bundle(cp: &ControlPlane) -> String {
-    let out = cp.kubectl_output(&[
+    cp.kubectl(&[
         "get",
         "mutatingwebhookconfiguration",
         "mcptrust",
         "-o",
-        "jsonpath={.webhooks[0].clientConfig.caBundle}",
-    ]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        "jsonpath={.webhooks[0].name}{\"\\n\"}{.webhooks[0].clientConfig.caBundle}",
+    ])
+    .split_once('\n')
+    .filter(|(name, _)| !name.is_empty())
+    .map(|(_, bundle)| bundle.to_owned())
+    .expect("the chart's MutatingWebhookConfiguration has a webhook")
 }
 
-/// Whether Helm's library (helm-sdkpy) is importable; `false` after one line saying how to
-/// get it, or a panic when e2e tests are required.
+/// Whether Helm's library (helm-sdkpy) is importable; `false` after
+/// [`super::skip::skip_or_fail`] (one line, or a failure when e2e tests are required).
 pub fn helm_sdk() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import helm_sdkpy"])
@@ -874,8 +908,9 @@ pub fn helm_sdk() -> bool {
     if probe.is_ok_and(|o| o.status.success()) {
         return true;
     }
-    let how = "helm-sdkpy is missing: pip install --ignore-requires-python helm-sdkpy cffi";
-    assert!(!required(), "{how}");
-    eprintln!("skipping: {how}");
+    super::skip::skip_or_fail(
+        "helm-sdkpy",
+        "pip install --ignore-requires-python helm-sdkpy cffi",
+    );
     false
 }

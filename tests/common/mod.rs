@@ -2,12 +2,14 @@
 //! client and webhook leaves (rcgen), PEM files in a tempdir (plain or Kubernetes `..data`
 //! style), an HTTPS client that trusts only the test CA, AdmissionReview builders and a
 //! webhook server harness on 127.0.0.1. [`mcp`] adds the probe's servers (MCP handlers over
-//! HTTPS or HTTP, CONNECT proxies).
+//! HTTPS or HTTP, CONNECT proxies). [`skip`] holds the one rule for a test whose tool or file is missing
+//! ([`skip::skip_or_fail`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod envtest;
 pub mod mcp;
 pub mod node;
+pub mod skip;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -80,13 +83,10 @@ impl Leaf {
     /// `cert_pem` and the key of `key_pem`. Panics when either is missing or the
     /// certificate cannot be read.
     pub fn from_pem(cert_pem: String, key_pem: String) -> Self {
-        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .next()
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .expect("a certificate")
-            .unwrap()
             .to_vec();
-        let key_der = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .unwrap()
+        let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .expect("a private key")
             .secret_der()
             .to_vec();
@@ -287,7 +287,7 @@ pub fn free_port() -> u16 {
 /// The certificates of `pem` (concatenated `CERTIFICATE` blocks) as trust anchors.
 pub fn roots(pem: &str) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     roots

@@ -216,16 +216,30 @@ impl Verifier {
         out
     }
 
-    /// The forced apply (field manager `mcptrust-trust`) of McpServer `ns/name`'s trust
-    /// ConfigMap `mcptrust-<name>-trust`; echoes it and returns the applied body.
-    pub async fn expect_trust(&mut self, ns: &str, name: &str) -> Value {
-        let call = self
-            .expect(
-                Method::PATCH,
-                &format!("/api/v1/namespaces/{ns}/configmaps/mcptrust-{name}-trust"),
-                &["fieldManager=mcptrust-trust", "force=true"],
-            )
-            .await;
+    /// The forced apply (field manager `mcptrust-trust`) of the trust ConfigMap McpServer
+    /// `ns/_server` uses: a shared `mcptrust-trust-<16 hex digits>` (its name derives from
+    /// the trust ingredients, see `mcptrust::api::trust_config_map_name`), labelled with
+    /// that key and owned by no McpServer; echoes it and returns the applied body.
+    pub async fn expect_trust(&mut self, ns: &str, _server: &str) -> Value {
+        let call = self.next().await;
+        assert_eq!(call.method, Method::PATCH, "method of {}", call.uri);
+        let (path, query) = call.uri.split_once('?').unwrap_or((call.uri.as_str(), ""));
+        let prefix = format!("/api/v1/namespaces/{ns}/configmaps/mcptrust-trust-");
+        let key = path
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("not a shared trust ConfigMap: {path}"));
+        assert!(
+            key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}"
+        );
+        for want in ["fieldManager=mcptrust-trust", "force=true"] {
+            assert!(query.contains(want), "{} lacks {want}", call.uri);
+        }
+        assert_eq!(
+            call.body["metadata"]["labels"]["mcptrust.io/trust-key"],
+            key
+        );
+        assert!(call.body["metadata"].get("ownerReferences").is_none());
         let body = call.body.clone();
         call.echo();
         body
@@ -250,12 +264,19 @@ impl Verifier {
         status
     }
 
-    /// The code under test is done and dropped its client: asserts no further request.
+    /// The code under test is done and dropped its client: asserts that it made no further
+    /// request (the test consumed exactly the expected ones).
+    ///
+    /// # Panics
+    /// On a further request (with its method and URI), or when the client is still held
+    /// after [`HANG_GUARD`] (a task still running would otherwise hang the test).
     pub async fn expect_done(mut self) {
-        assert!(
-            self.handle.next_request().await.is_none(),
-            "an unexpected API call"
-        );
+        let next = tokio::time::timeout(HANG_GUARD, self.handle.next_request())
+            .await
+            .expect("the client is still held: the code under test did not finish");
+        if let Some((req, _)) = next {
+            panic!("an unexpected API call: {} {}", req.method(), req.uri());
+        }
     }
 }
 
