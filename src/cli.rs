@@ -49,6 +49,9 @@ pub enum Command {
     /// Run the operator: controller (leader-elected), webhook and admin port, in cluster or
     /// out of cluster against any kubeconfig.
     Run(Box<crate::operator::RunArgs>),
+    /// Renew an McpServer's certificates now (as `cmctl renew`): annotates it, and the
+    /// controller re-issues once and records it in an Event.
+    Renew(crate::renew::RenewArgs),
 }
 
 /// `mcptrust inject` flags.
@@ -144,6 +147,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!();
             }
             Ok(ExitCode::from(code))
+        }
+        Command::Renew(args) => {
+            println!("{}", block_on(crate::renew::run(&args))?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
             block_on(crate::operator::run(*args))?;

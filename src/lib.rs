@@ -14,6 +14,8 @@
 //! - [`controller`]: the McpServer controller (bundles, certificates, endpoint probing,
 //!   egress, rotation, status) and the webhook's cluster view;
 //! - [`probe`]: endpoint diagnosis shared by `mcptrust probe` and the controller;
+//! - [`reload`]: `mcptrust reload`, the sidecar that signals a server to reload its certificate;
+//! - [`renew`]: `mcptrust renew`, a renewal requested through an annotation;
 //! - [`operator`]: `mcptrust run`, wiring controller, webhook and admin port together;
 //! - [`config`] and [`shutdown`]: the `--config` flag with its loading, and the shared
 //!   SIGTERM/Ctrl-C stop, below both the operator and the command line;
@@ -32,6 +34,8 @@ pub mod metrics;
 pub mod operator;
 pub mod pki;
 pub mod probe;
+pub mod reload;
+pub mod renew;
 pub mod report;
 pub mod shutdown;
 pub mod telemetry;

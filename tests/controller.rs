@@ -585,9 +585,27 @@ async fn certificate_scenario(
     now: i64,
     want_reason: &str,
 ) -> Value {
+    certificate_scenario_of(
+        server(server_only_spec(), None),
+        secret,
+        fed,
+        now,
+        want_reason,
+    )
+    .await
+}
+
+/// [`certificate_scenario`] for a given McpServer.
+async fn certificate_scenario_of(
+    mcpserver: McpServer,
+    secret: Option<Value>,
+    fed: &CertificateAuthority,
+    now: i64,
+    want_reason: &str,
+) -> Value {
     let (ctx, mut api) = context(now);
     let corp = private_ca("Corp Proxy CA");
-    let task = tokio::spawn(reconcile(Arc::new(server(server_only_spec(), None)), ctx));
+    let task = tokio::spawn(reconcile(Arc::new(mcpserver), ctx));
     expect_bundle_ca_and_secret(&mut api, &corp, fed, secret.as_ref()).await;
     let patch = api
         .expect(
@@ -686,6 +704,49 @@ async fn valid_certificate_is_kept_and_unchanged_status_is_not_written() {
     task.await.expect("join").expect("reconcile");
     // The reconciler is done and dropped its client: no further request was made (no
     // status write when nothing changed).
+    api.expect_done().await;
+}
+
+/// `mcptrust renew`'s annotation re-issues a valid certificate once (reason
+/// `ManuallyTriggered`) and is recorded on the Secret; a Secret that already answers the
+/// request is kept.
+#[tokio::test]
+async fn renew_annotation_is_honoured_once() {
+    let fed = private_ca("mcptrust federation CA");
+    let corp = private_ca("Corp Proxy CA");
+    let current = issued_secret(&fed, "github-server-tls", NOW - DAY, None);
+    let requested = |value: &str| {
+        let mut s = server(server_only_spec(), None);
+        s.metadata.annotations = Some(BTreeMap::from([(
+            mcptrust::api::ANNOTATION_RENEW_REQUESTED.to_string(),
+            value.to_string(),
+        )]));
+        s
+    };
+
+    // A new request: the valid certificate is replaced (a `Renewed` Event names
+    // ManuallyTriggered), and the Secret names the request.
+    let written = certificate_scenario_of(
+        requested("r1"),
+        Some(current.clone()),
+        &fed,
+        NOW,
+        "ManuallyTriggered",
+    )
+    .await;
+    assert_ne!(written["data"]["tls.crt"], current["data"]["tls.crt"]);
+    assert_eq!(
+        written["metadata"]["annotations"][mcptrust::api::ANNOTATION_RENEWED_FOR],
+        "r1"
+    );
+
+    // The same request again, against the Secret it produced: kept, no write, no event.
+    let (ctx, mut api) = context(NOW + 60);
+    let task = tokio::spawn(reconcile(Arc::new(requested("r1")), ctx));
+    expect_bundle_ca_and_secret(&mut api, &corp, &fed, Some(&written)).await;
+    let status = api.expect_status("agents", "github").await;
+    task.await.expect("join").expect("reconcile");
+    assert_eq!(condition(&status, "CertificatesReady")["status"], "True");
     api.expect_done().await;
 }
 

@@ -210,6 +210,88 @@ fn trust_sources_need_exactly_one_kind() {
 }
 
 #[test]
+fn rotation_signal_settings_need_strategy_signal() {
+    let base = json!({"endpoint": {"url": "https://x.agents.svc:8443/mcp/"}, "podSelector": {"matchLabels": {"app": "x"}}});
+    let with = |rotation: Value| {
+        let mut spec = base.clone();
+        spec["rotation"] = rotation;
+        spec
+    };
+    for (field, value) in [
+        ("signal", json!("SIGHUP")),
+        ("container", json!("server")),
+        ("processName", json!("nginx: master")),
+        ("handlesSignal", json!(true)),
+        ("fallback", json!("RollingRestart")),
+    ] {
+        for strategy in [None, Some("RollingRestart"), Some("None")] {
+            let mut rotation = json!({ field: value });
+            if let Some(s) = strategy {
+                rotation["strategy"] = json!(s);
+            }
+            assert_rejected(
+                with(rotation),
+                "apply only to strategy Signal: set spec.rotation.strategy: Signal, or remove them",
+            );
+        }
+    }
+    assert_accepted(with(json!({"strategy": "Signal"})));
+    assert_accepted(with(json!({
+        "strategy": "Signal", "signal": "SIGUSR2", "container": "server",
+        "processName": "^nginx: master", "handlesSignal": true, "fallback": "RollingRestart"
+    })));
+    assert_accepted(with(json!({"strategy": "None"})));
+}
+
+#[test]
+fn rotation_signal_needs_pods_with_a_listener() {
+    let url = json!({"url": "https://x.agents.svc:8443/mcp/"});
+    assert_rejected(
+        json!({"endpoint": url, "rotation": {"strategy": "Signal"}}),
+        "spec.rotation.strategy: Signal needs spec.podSelector",
+    );
+    assert_rejected(
+        json!({"transport": "stdio", "podSelector": {"matchLabels": {"app": "x"}}, "rotation": {"strategy": "Signal"}}),
+        "a stdio server has no listener to reload",
+    );
+    // The other strategies need neither.
+    assert_accepted(json!({"endpoint": url, "rotation": {"strategy": "RollingRestart"}}));
+    assert_accepted(json!({"transport": "stdio", "rotation": {"strategy": "None"}}));
+}
+
+#[test]
+fn rotation_enums_are_closed() {
+    let schema = crd_schema();
+    let rotation = &schema["properties"]["spec"]["properties"]["rotation"]["properties"];
+    assert_eq!(
+        rotation["signal"]["enum"],
+        json!(["SIGHUP", "SIGUSR1", "SIGUSR2"])
+    );
+    assert_eq!(
+        rotation["fallback"]["enum"],
+        json!(["None", "RollingRestart"])
+    );
+    assert_eq!(
+        rotation["strategy"]["enum"],
+        json!(["RollingRestart", "None", "Signal"])
+    );
+    // The typed view reads the defaults.
+    let spec: mcptrust::api::RotationSpec =
+        serde_json::from_value(json!({"strategy": "Signal"})).expect("rotation");
+    assert_eq!(spec.signal_or_default().as_str(), "SIGHUP");
+    assert_eq!(spec.signal_or_default().number(), 1);
+    assert_eq!(
+        spec.fallback_or_default(),
+        mcptrust::api::RotationFallback::None
+    );
+    assert_eq!(
+        mcptrust::api::ReloadSignal::parse("usr2"),
+        Some(mcptrust::api::ReloadSignal::Sigusr2)
+    );
+    assert_eq!(mcptrust::api::ReloadSignal::parse("SIGTERM"), None);
+}
+
+#[test]
 fn no_proxy_rejects_star_prefix() {
     assert_rejected(
         json!({"transport": "stdio", "proxy": {"noProxy": ["*.corp.example"]}}),

@@ -57,6 +57,23 @@ fn invalid_specs() -> Vec<(Value, &'static str)> {
             "write .example.com instead of *.example.com",
         ),
     ];
+    let pods = json!({"matchLabels": {"app": "x"}});
+    cases.push((
+        json!({"endpoint": url, "podSelector": pods, "rotation": {"signal": "SIGHUP"}}),
+        "spec.rotation.signal, container, processName, handlesSignal and fallback apply only to strategy Signal",
+    ));
+    cases.push((
+        json!({"endpoint": url, "podSelector": pods, "rotation": {"strategy": "None", "fallback": "RollingRestart"}}),
+        "set spec.rotation.strategy: Signal, or remove them",
+    ));
+    cases.push((
+        json!({"endpoint": url, "rotation": {"strategy": "Signal"}}),
+        "spec.rotation.strategy: Signal needs spec.podSelector",
+    ));
+    cases.push((
+        json!({"transport": "stdio", "podSelector": pods, "rotation": {"strategy": "Signal"}}),
+        "a stdio server has no listener to reload",
+    ));
     for bad in [
         "api.github.com",
         "api.github.com:0",

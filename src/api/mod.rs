@@ -69,6 +69,16 @@ pub fn server_tls_secret_name(name: &str) -> String {
     format!("{name}-server-tls")
 }
 
+/// Annotation on an McpServer that asks for its certificates to be renewed now (what
+/// `mcptrust renew` sets): any new value is honoured once. The controller re-issues the
+/// server and client certificates, records the value on each Secret
+/// ([`ANNOTATION_RENEWED_FOR`]) and emits a `Renewed` Event naming `ManuallyTriggered`.
+pub const ANNOTATION_RENEW_REQUESTED: &str = "mcptrust.io/renew-requested";
+
+/// Annotation on a certificate Secret: the [`ANNOTATION_RENEW_REQUESTED`] value it was
+/// issued for, so that one request renews once.
+pub const ANNOTATION_RENEWED_FOR: &str = "mcptrust.io/renewed-for";
+
 /// The CEL rule that checks one egress entry: `host:port`, `*.domain:port` or `CIDR:port`,
 /// lowercase DNS labels only, port 1 to 65535. Shared by the CRD and its tests.
 pub const EGRESS_ENTRY_RULE: &str = concat!(
@@ -99,6 +109,7 @@ pub const EGRESS_ENTRY_RULE: &str = concat!(
 )]
 #[x_kube(validation = Rule::new("self.transport == 'stdio' || has(self.endpoint)").message("spec.endpoint.url is required when spec.transport is streamable-http or sse: set it to the URL clients use, e.g. https://github-mcp.agents.svc:8443/mcp/"))]
 #[x_kube(validation = Rule::new("!(has(self.mtls) || (has(self.trust) && has(self.trust.pinServerCertificate) && self.trust.pinServerCertificate)) || (has(self.endpoint) && self.endpoint.url.startsWith('https://'))").message("spec.endpoint.url must be an https:// URL when spec.mtls or spec.trust.pinServerCertificate is set: TLS settings cannot apply to a plain-http or missing endpoint"))]
+#[x_kube(validation = Rule::new("!(has(self.rotation) && has(self.rotation.strategy) && self.rotation.strategy == 'Signal') || (has(self.podSelector) && self.transport != 'stdio')").message("spec.rotation.strategy: Signal needs spec.podSelector (the server's pods, where the reloader sidecar is injected) and an http transport: a stdio server has no listener to reload"))]
 #[serde(rename_all = "camelCase")]
 pub struct McpServerSpec {
     /// How clients talk to the server: `stdio` (a child process in a sandbox pod),
@@ -341,15 +352,62 @@ pub struct EnvVar {
     pub value: String,
 }
 
+/// The CEL rule on [`RotationSpec`]: the `Signal` settings only with `strategy: Signal`.
+/// Shared by the CRD and its tests.
+pub const ROTATION_SIGNAL_FIELDS_RULE: &str = "(has(self.strategy) && self.strategy == 'Signal') || !(has(self.signal) || has(self.container) || has(self.processName) || has(self.handlesSignal) || has(self.fallback))";
+
 /// Rotation policy.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new(ROTATION_SIGNAL_FIELDS_RULE).message("spec.rotation.signal, container, processName, handlesSignal and fallback apply only to strategy Signal: set spec.rotation.strategy: Signal, or remove them"))]
 #[serde(rename_all = "camelCase")]
 pub struct RotationSpec {
     /// `RollingRestart` (default) rolls the selected workloads when a hash changes, since
     /// Node reads NODE_EXTRA_CA_CERTS once at start; `None` relies on the mounted files
-    /// refreshing in place.
+    /// refreshing in place; `Signal` has a sidecar (`mcptrust-reloader`) send the server
+    /// process a signal once the new files are in place, so that it reloads without
+    /// restarting or dropping connections.
     #[serde(default)]
     pub strategy: RotationStrategy,
+    /// The signal that makes the server reload its certificate (`Signal` only; default
+    /// `SIGHUP`, nginx's reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<ReloadSignal>,
+    /// The server's container in its pods (`Signal` only); required when the pods have
+    /// several containers, which the webhook checks and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub container: Option<String>,
+    /// A regular expression on the target process's command line (`/proc/<pid>/cmdline`,
+    /// arguments joined by spaces), to choose among the container's processes (`Signal`
+    /// only); the topmost match is signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub process_name: Option<String>,
+    /// The server handles `signal` by reloading (`Signal` only). Required for Go programs:
+    /// Go's runtime catches every signal, so `/proc/<pid>/status` cannot tell whether the
+    /// program called `signal.Notify`, and one that did not exits on SIGHUP. Without it, a
+    /// Go target is not signalled (`SignalHandlingUnknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handles_signal: Option<bool>,
+    /// What to do when the signal cannot be sent safely or did not work (`Signal` only):
+    /// `None` (default) reports it; `RollingRestart` also rolls the selected workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<RotationFallback>,
+}
+
+impl RotationSpec {
+    /// The signal to send (`SIGHUP` unless set).
+    pub fn signal_or_default(&self) -> ReloadSignal {
+        self.signal.unwrap_or_default()
+    }
+
+    /// The fallback (`None` unless set).
+    pub fn fallback_or_default(&self) -> RotationFallback {
+        self.fallback.unwrap_or_default()
+    }
 }
 
 /// Rotation strategy.
@@ -362,6 +420,69 @@ pub enum RotationStrategy {
     RollingRestart,
     /// Do nothing; files in the mounted volume refresh in place.
     None,
+    /// A sidecar signals the server process once the mounted files changed.
+    Signal,
+}
+
+/// The signals a server may reload on; all three terminate a process that does not
+/// handle them, which is why the reloader checks first.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum ReloadSignal {
+    /// Signal 1: nginx's reload.
+    #[default]
+    #[serde(rename = "SIGHUP")]
+    Sighup,
+    /// Signal 10.
+    #[serde(rename = "SIGUSR1")]
+    Sigusr1,
+    /// Signal 12.
+    #[serde(rename = "SIGUSR2")]
+    Sigusr2,
+}
+
+impl ReloadSignal {
+    /// The signal number on Linux (x86-64 and arm64): 1, 10 or 12.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Sighup => 1,
+            Self::Sigusr1 => 10,
+            Self::Sigusr2 => 12,
+        }
+    }
+
+    /// The name as written in the spec, e.g. `SIGHUP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sighup => "SIGHUP",
+            Self::Sigusr1 => "SIGUSR1",
+            Self::Sigusr2 => "SIGUSR2",
+        }
+    }
+
+    /// Parses `SIGHUP`, `SIGUSR1` or `SIGUSR2` (also without the `SIG` prefix, any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        let u = s.trim().to_ascii_uppercase();
+        match u.strip_prefix("SIG").unwrap_or(&u) {
+            "HUP" => Some(Self::Sighup),
+            "USR1" => Some(Self::Sigusr1),
+            "USR2" => Some(Self::Sigusr2),
+            _ => None,
+        }
+    }
+}
+
+/// What `Signal` falls back to.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum RotationFallback {
+    /// Report only (condition, Event, metric).
+    #[default]
+    None,
+    /// Also roll the selected workloads, as `strategy: RollingRestart` would.
+    RollingRestart,
 }
 
 /// Egress policy for sandboxed servers (seed 004).

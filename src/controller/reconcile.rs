@@ -434,11 +434,18 @@ impl CertRecord {
 }
 
 /// A hash of everything [`issue::decide`] compares a Secret with, besides the Secret and
-/// the clock: the CA, the request (names, usage, lifetime) and `renew_before` (seconds).
+/// the clock: the CA, the request (names, usage, lifetime), `renew_before` (seconds) and
+/// the McpServer's renewal request ([`crate::api::ANNOTATION_RENEW_REQUESTED`]).
 /// In-process only (std's `DefaultHasher`), never stored.
-fn request_fingerprint(ca: &CertificateAuthority, req: &LeafRequest, renew_before: i64) -> u64 {
+fn request_fingerprint(
+    ca: &CertificateAuthority,
+    req: &LeafRequest,
+    renew_before: i64,
+    renew_request: Option<&str>,
+) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    renew_request.hash(&mut h);
     ca.cert_pem.hash(&mut h);
     req.common_name.hash(&mut h);
     req.dns_names.hash(&mut h);
@@ -523,7 +530,12 @@ async fn ensure_certificate(
 ) -> Result<CertOutcome> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), secret_ns);
     let now = ctx.now();
-    let fingerprint = request_fingerprint(ca, req, renew_before);
+    let renew_request = server
+        .annotations()
+        .get(crate::api::ANNOTATION_RENEW_REQUESTED)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty());
+    let fingerprint = request_fingerprint(ca, req, renew_before, renew_request);
     let client = matches!(req.usage, Usage::Client);
     let mut skip_read = match secret_cache(ctx, secret_ns, secret_name).await {
         SecretCache::Present(rv) => {
@@ -561,78 +573,105 @@ async fn ensure_certificate(
                 .map(|(k, v)| (k.clone(), v.0.clone()))
                 .collect::<std::collections::BTreeMap<String, Vec<u8>>>()
         });
-        let (not_after, renewal_time, sha256, pem, version) =
-            match issue::decide(data.as_ref(), ca, req, renew_before, now) {
-                Decision::Keep {
+        let renewed_for = current.as_ref().and_then(|s| {
+            s.annotations()
+                .get(crate::api::ANNOTATION_RENEWED_FOR)
+                .cloned()
+        });
+        let decision = match issue::decide(data.as_ref(), ca, req, renew_before, now) {
+            // A renewal request this Secret was not issued for: honoured once.
+            Decision::Keep { .. }
+                if renew_request.is_some() && renewed_for.as_deref() != renew_request =>
+            {
+                Decision::Issue {
+                    reason: issue::IssueReason::ManuallyTriggered,
+                    message: format!(
+                        "renewal requested through {}={}",
+                        crate::api::ANNOTATION_RENEW_REQUESTED,
+                        renew_request.unwrap_or_default()
+                    ),
+                }
+            }
+            d => d,
+        };
+        let (not_after, renewal_time, sha256, pem, version) = match decision {
+            Decision::Keep {
+                not_after,
+                renewal_time,
+                sha256,
+            } => {
+                let pem = data.as_ref().and_then(|d| {
+                    let text = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+                    Some((text("tls.crt")?, text("tls.key")?))
+                });
+                (
                     not_after,
                     renewal_time,
                     sha256,
-                } => {
-                    let pem = data.as_ref().and_then(|d| {
-                        let text =
-                            |k: &str| d.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
-                        Some((text("tls.crt")?, text("tls.key")?))
-                    });
-                    (
-                        not_after,
-                        renewal_time,
-                        sha256,
-                        pem,
-                        current.and_then(|s| s.metadata.resource_version),
-                    )
+                    pem,
+                    current.and_then(|s| s.metadata.resource_version),
+                )
+            }
+            Decision::Issue { reason, message } => {
+                let issued = issue::issue(ca, req, now).map_err(|e| Error::Issue(e.to_string()))?;
+                let role = match req.usage {
+                    Usage::Server => "server",
+                    Usage::Client => "client",
+                };
+                let owner = if same_namespace {
+                    build::owner(server)
+                } else {
+                    None
+                };
+                let mut secret =
+                    build::tls_secret(secret_name, secret_ns, labels.clone(), owner, &issued);
+                // Every issuance carries the request it answers, so that the next
+                // reconcile does not honour it again.
+                if let Some(r) = renew_request {
+                    secret.annotations_mut().insert(
+                        crate::api::ANNOTATION_RENEWED_FOR.to_string(),
+                        r.to_string(),
+                    );
                 }
-                Decision::Issue { reason, message } => {
-                    let issued =
-                        issue::issue(ca, req, now).map_err(|e| Error::Issue(e.to_string()))?;
-                    let role = match req.usage {
-                        Usage::Server => "server",
-                        Usage::Client => "client",
-                    };
-                    let owner = if same_namespace {
-                        build::owner(server)
-                    } else {
-                        None
-                    };
-                    let secret =
-                        build::tls_secret(secret_name, secret_ns, labels.clone(), owner, &issued);
-                    let created = if current.is_none() {
-                        create_answered_with_metadata(ctx, &api, FIELD_MANAGER_CERTS, &secret)
-                            .await?
-                    } else {
-                        None
-                    };
-                    let written = match created {
-                        Some(meta) => meta,
-                        None if skip_read => {
-                            // Created meanwhile, unseen by the cache: read it and decide again.
-                            skip_read = false;
-                            continue;
-                        }
-                        None => {
-                            apply_answered_with_metadata(
-                                ctx,
-                                &api,
-                                secret_name,
-                                FIELD_MANAGER_CERTS,
-                                &secret,
-                            )
-                            .await?
-                        }
-                    };
-                    ctx.metrics.certificate_issued(role, reason);
-                    let verb = match reason {
-                        issue::IssueReason::DoesNotExist => "Issued",
-                        issue::IssueReason::Renewing | issue::IssueReason::Expired => "Renewed",
-                        _ => "Reissued",
-                    };
-                    let related = k8s_openapi::api::core::v1::ObjectReference {
-                        api_version: Some("v1".into()),
-                        kind: Some("Secret".into()),
-                        name: Some(secret_name.to_string()),
-                        namespace: Some(secret_ns.to_string()),
-                        ..Default::default()
-                    };
-                    ctx.event_about(
+                let created = if current.is_none() {
+                    create_answered_with_metadata(ctx, &api, FIELD_MANAGER_CERTS, &secret).await?
+                } else {
+                    None
+                };
+                let written = match created {
+                    Some(meta) => meta,
+                    None if skip_read => {
+                        // Created meanwhile, unseen by the cache: read it and decide again.
+                        skip_read = false;
+                        continue;
+                    }
+                    None => {
+                        apply_answered_with_metadata(
+                            ctx,
+                            &api,
+                            secret_name,
+                            FIELD_MANAGER_CERTS,
+                            &secret,
+                        )
+                        .await?
+                    }
+                };
+                ctx.metrics.certificate_issued(role, reason);
+                let verb = match reason {
+                    issue::IssueReason::DoesNotExist => "Issued",
+                    issue::IssueReason::Renewing
+                    | issue::IssueReason::Expired
+                    | issue::IssueReason::ManuallyTriggered => "Renewed",
+                    _ => "Reissued",
+                };
+                let related = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Secret".into()),
+                    name: Some(secret_name.to_string()),
+                    namespace: Some(secret_ns.to_string()),
+                    ..Default::default()
+                };
+                ctx.event_about(
                     server,
                     Some(related),
                     EventType::Normal,
@@ -644,15 +683,15 @@ async fn ensure_certificate(
                     ),
                 )
                 .await;
-                    (
-                        issued.not_after,
-                        issued.not_after - renew_before,
-                        issued.sha256,
-                        Some((issued.cert_pem, issued.key_pem)),
-                        written.resource_version,
-                    )
-                }
-            };
+                (
+                    issued.not_after,
+                    issued.not_after - renew_before,
+                    issued.sha256,
+                    Some((issued.cert_pem, issued.key_pem)),
+                    written.resource_version,
+                )
+            }
+        };
         let outcome = CertOutcome {
             pem,
             status: CertificateStatus {

@@ -49,11 +49,15 @@ pub enum IssueReason {
     Renewing,
     /// `notAfter` has passed.
     Expired,
+    /// A person asked for a renewal (`mcptrust renew`, cert-manager's `cmctl renew`
+    /// reason); never returned by [`decide`], which does not see the request.
+    ManuallyTriggered,
 }
 
 impl IssueReason {
-    /// Every reason, in the order [`decide`] checks them.
-    pub const ALL: [IssueReason; 7] = [
+    /// Every reason: those of [`decide`] in the order it checks them, then
+    /// [`IssueReason::ManuallyTriggered`].
+    pub const ALL: [IssueReason; 8] = [
         Self::DoesNotExist,
         Self::MissingData,
         Self::InvalidKeyPair,
@@ -61,6 +65,7 @@ impl IssueReason {
         Self::RequestChanged,
         Self::Renewing,
         Self::Expired,
+        Self::ManuallyTriggered,
     ];
 
     /// The CamelCase reason, e.g. `DoesNotExist`, `RequestChanged`.
@@ -73,6 +78,7 @@ impl IssueReason {
             Self::RequestChanged => "RequestChanged",
             Self::Renewing => "Renewing",
             Self::Expired => "Expired",
+            Self::ManuallyTriggered => "ManuallyTriggered",
         }
     }
 }
