@@ -21,6 +21,7 @@ mod handshake;
 mod mcp;
 mod sse_transport;
 mod streamable;
+mod text;
 
 use std::sync::Arc;
 
