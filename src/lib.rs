@@ -17,7 +17,8 @@
 //! - [`operator`]: `mcptrust run`, wiring controller, webhook and admin port together;
 //! - [`config`] and [`shutdown`]: the `--config` flag with its loading, and the shared
 //!   SIGTERM/Ctrl-C stop, below both the operator and the command line;
-//! - [`cli`] and [`telemetry`]: the command line (parse and dispatch only) and logging.
+//! - [`cli`] and [`telemetry`]: the command line (parse and dispatch only) and logging;
+//! - [`docs`]: the generated reference docs (`docs/api.md`, the Helm values table).
 
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod docs;
 pub mod inject;
 pub mod metrics;
 pub mod operator;

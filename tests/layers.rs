@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 4),
     ("operator", 4),
     ("cli", 5),
+    ("docs", 5),
 ];
 
 type Module = Vec<String>;
