@@ -48,7 +48,7 @@ pub enum Command {
     Docs(DocsCommand),
     /// Diagnose one MCP endpoint the way the controller does: DNS, TCP, proxy CONNECT, TLS
     /// handshake, HTTP and the MCP `initialize` exchange. The exit code names the failure
-    /// class (see README).
+    /// class (see docs/probe.md).
     Probe(crate::probe::ProbeArgs),
     /// Run the operator: controller (leader-elected), webhook and admin port, in cluster or
     /// out of cluster against any kubeconfig.
@@ -63,11 +63,11 @@ pub enum DocsCommand {
     /// The chart's values table, from `values.yaml` and `values.schema.json`.
     HelmValues {
         /// The chart directory.
-        #[arg(long, default_value = "charts/mcptrust")]
+        #[arg(long, env = "MCPTRUST_DOCS_CHART", default_value = "charts/mcptrust")]
         chart: PathBuf,
         /// Write the table into this file, between its generated-table markers, instead
         /// of printing it (e.g. `docs/helm.md`).
-        #[arg(long)]
+        #[arg(long, env = "MCPTRUST_DOCS_UPDATE")]
         update: Option<PathBuf>,
     },
 }
