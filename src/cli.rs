@@ -42,9 +42,13 @@ pub enum Command {
     Bundle(crate::pki::cli::BundleArgs),
     /// Print the McpServer CustomResourceDefinition (YAML).
     Crd,
+    /// Print a generated reference document (`docs/api.md`, the values table of
+    /// `docs/helm.md`).
+    #[command(subcommand)]
+    Docs(DocsCommand),
     /// Diagnose one MCP endpoint the way the controller does: DNS, TCP, proxy CONNECT, TLS
     /// handshake, HTTP and the MCP `initialize` exchange. The exit code names the failure
-    /// class (see README).
+    /// class (see docs/probe.md).
     Probe(crate::probe::ProbeArgs),
     /// Run the operator: controller (leader-elected), webhook and admin port, in cluster or
     /// out of cluster against any kubeconfig.
@@ -52,6 +56,53 @@ pub enum Command {
     /// Renew an McpServer's certificates now (as `cmctl renew`): annotates it, and the
     /// controller re-issues once and records it in an Event.
     Renew(crate::renew::RenewArgs),
+}
+
+/// `mcptrust docs` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum DocsCommand {
+    /// The McpServer API reference from the CRD schema (`docs/api.md`).
+    Api,
+    /// The chart's values table, from `values.yaml` and `values.schema.json`.
+    HelmValues {
+        /// The chart directory.
+        #[arg(long, env = "MCPTRUST_DOCS_CHART", default_value = "charts/mcptrust")]
+        chart: PathBuf,
+        /// Write the table into this file, between its generated-table markers, instead
+        /// of printing it (e.g. `docs/helm.md`).
+        #[arg(long, env = "MCPTRUST_DOCS_UPDATE")]
+        update: Option<PathBuf>,
+    },
+}
+
+/// Runs `mcptrust docs`.
+fn docs(command: DocsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DocsCommand::Api => print!("{}", crate::docs::api_markdown()?),
+        DocsCommand::HelmValues { chart, update } => {
+            let read = |name: &str| {
+                std::fs::read_to_string(chart.join(name))
+                    .with_context(|| format!("reading {}", chart.join(name).display()))
+            };
+            let table = crate::docs::helm_values_markdown(
+                &read("values.yaml")?,
+                &read("values.schema.json")?,
+            )?;
+            match update {
+                None => print!("{table}"),
+                Some(path) => {
+                    let doc = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let new = crate::docs::replace_generated(&doc, &table).with_context(|| {
+                        format!("{} has no generated-table markers", path.display())
+                    })?;
+                    std::fs::write(&path, new)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `mcptrust inject` flags.
@@ -126,6 +177,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::api::crd_yaml()?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Docs(command) => docs(command),
         Command::Inject(args) => {
             let config = args.config.load()?;
             let server = args.mcpserver.as_deref().map(load_mcpserver).transpose()?;

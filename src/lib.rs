@@ -20,7 +20,8 @@
 //! - [`config`] and [`shutdown`]: the `--config` flag with its loading, and the shared
 //!   SIGTERM/Ctrl-C stop, below both the operator and the command line;
 //! - [`cli`] and [`telemetry`]: the command line (parse and dispatch only) and logging;
-//! - [`report`]: one-line error reports (each cause once, the API server's URL and CA).
+//! - [`report`]: one-line error reports (each cause once, the API server's URL and CA);
+//! - [`docs`]: the generated reference docs (`docs/api.md`, the Helm values table).
 
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod docs;
 pub mod inject;
 pub mod metrics;
 pub mod operator;

@@ -2,8 +2,8 @@
 
 use clap::Parser;
 
-/// mimalloc (feature `mimalloc`, on by default): see Cargo.toml and the README's
-/// Performance section for the measured difference.
+/// mimalloc (feature `mimalloc`, on by default): see Cargo.toml and
+/// docs/performance.md for the measured difference.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

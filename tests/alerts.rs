@@ -6,10 +6,10 @@
 //!   package; without it the test is skipped, except under `MCPTRUST_E2E_REQUIRED=1`
 //!   (CI), where it fails;
 //! - every dashboard query parses as PromQL (promtool, as recording rules);
-//! - every alert is unit-tested and has a runbook section in the README;
+//! - every alert is unit-tested and has a runbook section in docs/runbooks.md;
 //! - every metric the rules and the dashboard query is registered by the operator's real
 //!   registry, rendered after recording a realistic mTLS McpServer;
-//! - the README's metrics table lists every metric the registry exports.
+//! - the metrics table of docs/observability.md lists every metric the registry exports.
 
 #[path = "common/metric_names.rs"]
 mod metric_names;
@@ -123,7 +123,8 @@ fn every_alert_is_unit_tested_and_has_a_runbook() {
             }
         }
     }
-    let readme = std::fs::read_to_string(metric_names::root().join("README.md")).expect("README");
+    let runbooks = std::fs::read_to_string(metric_names::root().join("docs/runbooks.md"))
+        .expect("docs/runbooks.md");
     let rules: serde_json::Value = serde_saphyr::from_str(
         &std::fs::read_to_string(metric_names::root().join(metric_names::RULES)).expect("rules"),
     )
@@ -155,8 +156,8 @@ fn every_alert_is_unit_tested_and_has_a_runbook() {
                 "{name}"
             );
             assert!(
-                readme.contains(&format!("\n#### {name}\n")),
-                "README has no runbook heading `#### {name}`"
+                runbooks.contains(&format!("\n## {name}\n")),
+                "docs/runbooks.md has no runbook heading `## {name}`"
             );
         }
     }
@@ -263,9 +264,10 @@ fn rules_and_dashboard_query_only_exported_metrics() {
 }
 
 #[test]
-fn readme_lists_every_metric() {
+fn the_docs_list_every_metric() {
     let text = operator_metrics();
-    let readme = std::fs::read_to_string(metric_names::root().join("README.md")).expect("README");
+    let readme = std::fs::read_to_string(metric_names::root().join("docs/observability.md"))
+        .expect("docs/observability.md");
     let families: Vec<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -281,7 +283,7 @@ fn readme_lists_every_metric() {
     for f in &families {
         assert!(
             readme.contains(&format!("| `{f}` |")),
-            "the README's metrics table lacks `{f}`"
+            "the metrics table of docs/observability.md lacks `{f}`"
         );
     }
 }

@@ -833,7 +833,7 @@ fn rendered_alerts_and_dashboard_are_the_checked_files() {
         }
         enabled_seen = true;
         assert_eq!(rules.len(), 1, "{case}");
-        let base = "https://docs.example.com/mcptrust/README.md";
+        let base = "https://docs.example.com/mcptrust/docs/runbooks.md";
         let want: Value =
             serde_saphyr::from_str(&rules_text.replace("RUNBOOK_URL_BASE", base)).expect("rules");
         assert_eq!(rules[0]["spec"], want, "{case}: the rules are the file");

@@ -1,6 +1,6 @@
 //! The CRD on a real kube-apiserver (`tests/common/envtest.rs`): `crds/` applied
 //! server-side without a warning, every example accepted without a warning, and every CEL
-//! message the README quotes returned by the API server for an invalid McpServer.
+//! message docs/mcpserver.md quotes returned by the API server for an invalid McpServer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -102,13 +102,13 @@ fn mcpserver(name: &str, namespace: &str, spec: &Value) -> String {
     .to_string()
 }
 
-/// The messages the README quotes under "Invalid specs are rejected", as the fragments
+/// The messages docs/mcpserver.md quotes under "Invalid specs are rejected", as the fragments
 /// between its `...` elisions.
 fn readme_quoted_fragments() -> Vec<String> {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/mcpserver.md");
     let start = readme
         .find("Invalid specs are rejected")
-        .expect("README names the CEL messages");
+        .expect("docs/mcpserver.md names the CEL messages");
     readme[start..]
         .lines()
         .skip(1)
@@ -206,13 +206,16 @@ fn crd_examples_and_cel_messages_on_the_api_server() {
     );
     messages.push(stderr);
 
-    // What the README quotes is what a user sees.
+    // What docs/mcpserver.md quotes is what a user sees.
     let fragments = readme_quoted_fragments();
-    assert!(fragments.len() >= 5, "README quotes: {fragments:?}");
+    assert!(
+        fragments.len() >= 5,
+        "docs/mcpserver.md quotes: {fragments:?}"
+    );
     for f in fragments {
         assert!(
             messages.iter().any(|m| m.contains(&f)),
-            "the README quotes {f:?}, which no rejection contained"
+            "docs/mcpserver.md quotes {f:?}, which no rejection contained"
         );
     }
 }

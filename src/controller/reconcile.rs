@@ -1304,8 +1304,8 @@ fn previous_note(
         .collect::<Vec<_>>()
         .join(", ");
     match strategy {
-        RotationStrategy::None => format!(
-            "; {list}: rotation strategy None does not restart them, restart them to mount {current}"
+        RotationStrategy::None | RotationStrategy::Signal => format!(
+            "; {list}: rotation strategy {strategy:?} does not restart them, restart them to mount {current}"
         ),
         RotationStrategy::RollingRestart => {
             format!("; {list} until the rolling restart replaces them")

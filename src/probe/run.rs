@@ -1,5 +1,5 @@
 //! The probe's driver: a short orchestrator over one small unit per stage, in the order of
-//! the README's list of steps:
+//! the list of steps in docs/probe.md:
 //!
 //! | stage | unit | input → outcome |
 //! | --- | --- | --- |
@@ -21,6 +21,7 @@ mod handshake;
 mod mcp;
 mod sse_transport;
 mod streamable;
+mod text;
 
 use std::sync::Arc;
 

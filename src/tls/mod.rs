@@ -307,8 +307,8 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// The crypto provider the webhook uses, passed explicitly to every builder: ring, or
-/// aws-lc-rs when built with the `aws-lc-rs` feature (the transport comparison of the
-/// README's Performance section).
+/// aws-lc-rs when built with the `aws-lc-rs` feature (the transport comparison in
+/// docs/performance.md).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     #[cfg(feature = "aws-lc-rs")]
     let provider = rustls::crypto::aws_lc_rs::default_provider();

@@ -41,6 +41,7 @@ pub use admission::{Answer, ReviewOutcome, encode_review, invalid_review, review
 use crate::admin::Readiness;
 use crate::inject::Mutator;
 use crate::metrics::Metrics;
+pub use crate::shutdown::shutdown_signal;
 use crate::tls::{CertReloader, CertResolver, TlsError, server_config, sighup_triggers};
 
 /// Default `--max-body-bytes`: 3 MiB, above the API server's 1.5 MiB object limit plus the
@@ -458,36 +459,6 @@ pub async fn run(
     reloader.stop().await;
     tracing::info!("webhook stopped");
     Ok(())
-}
-
-/// Resolves on the first SIGTERM or Ctrl-C (SIGINT). If the SIGTERM handler cannot be
-/// installed, logs it and waits for Ctrl-C only. Must be called inside a Tokio runtime.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot handle SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    let interrupt = async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => {}
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot handle Ctrl-C");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
-        () = interrupt => tracing::info!("Ctrl-C received; shutting down"),
-    }
 }
 
 #[cfg(test)]

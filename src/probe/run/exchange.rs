@@ -9,7 +9,7 @@ use hyper::{Method, Response};
 use tokio::time::Instant;
 
 use super::Runner;
-use super::answer::{snippet, status_text};
+use super::text::{snippet, status_text};
 use crate::probe::http::{self, HttpConn};
 use crate::probe::net::secs;
 use crate::probe::target::Target;

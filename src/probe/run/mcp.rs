@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::Runner;
-use super::answer::snippet;
 use super::exchange::{Halt, Outcome, Session};
+use super::text::snippet;
 use crate::probe::http::{HttpConn, SseError, SseStream};
 use crate::probe::net::secs;
 use crate::probe::sse::SseEvent;

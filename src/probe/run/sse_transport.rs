@@ -6,12 +6,12 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::Runner;
-use super::answer::{content_type, media_type, status_text};
 use super::exchange::{Halt, Outcome, Session};
 use super::mcp::{
     JSON_LIMIT, describe_server, initialize_body, json_headers, parse_initialize,
     response_to_initialize, version_note, wait_for,
 };
+use super::text::{content_type, media_type, status_text};
 use crate::probe::http::{self, SseError, SseStream};
 use crate::probe::net::secs;
 use crate::probe::target::Target;

@@ -7,11 +7,11 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::Runner;
-use super::answer::{content_type, media_type, snippet, status_text};
 use super::exchange::{Halt, Outcome, Session};
 use super::mcp::{
     JSON_LIMIT, describe_server, initialize_body, json_headers, parse_initialize, version_note,
 };
+use super::text::{content_type, media_type, snippet, status_text};
 use crate::probe::http::{self, SseStream};
 use crate::probe::target::Target;
 use crate::probe::{MCP_PROTOCOL_VERSION, McpInfo, Reason, Transport};
