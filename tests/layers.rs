@@ -13,22 +13,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The layer of each top-level module; a module may import from its own layer and below.
-/// `metrics`, `admin`, `shutdown` and `telemetry` are the process's plumbing, usable by
-/// every layer; `config` is the operator's configuration, read by `operator` and `cli`.
+/// `metrics`, `admin`, `shutdown`, `telemetry` and `report` (one-line error reports) are
+/// the process's plumbing, usable by every layer; `reload` (the rotation sidecar's
+/// decisions) sits beside the webhook and the probe, `renew` beside the operator; `config` is the operator's configuration, read by `operator` and `cli`.
 const LAYERS: &[(&str, u8)] = &[
     ("api", 0),
     ("metrics", 0),
     ("admin", 0),
     ("shutdown", 0),
     ("telemetry", 0),
+    ("report", 0),
     ("pki", 1),
     ("inject", 1),
     ("tls", 1),
     ("webhook", 2),
     ("probe", 2),
+    ("reload", 2),
     ("controller", 3),
     ("config", 4),
     ("operator", 4),
+    ("renew", 4),
     ("cli", 5),
     ("docs", 5),
 ];

@@ -47,7 +47,8 @@ pub fn trust_key(trust: Option<&TrustSpec>, pinned_sha256: Option<&str>) -> Stri
             .unwrap_or_default()
             .as_bytes(),
     );
-    crate::pki::sha256_hex(&input)[..16].to_string()
+    // SHA-256 through ring directly: the API layer imports nothing above it (tests/layers.rs).
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &input))[..16].to_string()
 }
 
 /// Name of the trust ConfigMap McpServer `server` mounts: `mcptrust-trust-<key>` with the
