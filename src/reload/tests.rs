@@ -295,7 +295,23 @@ fn pidfd_signals_only_a_target_that_catches() {
     handler.kill().expect("kill");
     handler.wait().expect("reap");
 
-    let mut sleeper = Command::new("sleep").arg("60").spawn().expect("sleep");
+    // `sleep` with SIGHUP at its default disposition: a test run under nohup (or any
+    // parent that ignores SIGHUP) would otherwise hand the ignored disposition down, and
+    // sh cannot reset a signal ignored on entry; Python can, then execs.
+    let mut sleeper = Command::new("python3")
+        .args([
+            "-c",
+            "import os, signal\nsignal.signal(signal.SIGHUP, signal.SIG_DFL)\nos.execvp('sleep', ['sleep', '60'])",
+        ])
+        .spawn()
+        .expect("python3");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(format!("/proc/{}/comm", sleeper.id()))
+        .is_ok_and(|c| c.trim() != "sleep")
+    {
+        assert!(Instant::now() < deadline, "python3 did not exec sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mask = wait_sig_cgt(sleeper.id(), |_| true);
     let not_caught = Facts {
         sig_cgt: mask,
