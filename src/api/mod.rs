@@ -106,7 +106,7 @@ pub const EGRESS_ENTRY_RULE: &str = concat!(
     // as `<invalid>`; the notAfter timestamp itself is what a reader wants here.
     printcolumn = r#"{"name":"Cert-Expiry","type":"string","jsonPath":".status.serverCertificate.notAfter"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.size() <= 48").message("metadata.name must be at most 48 characters, so that the derived names (mcptrust-<name>-trust, <name>-server-tls) stay valid")
+    validation = Rule::new("self.metadata.name.size() <= 48").message("metadata.name must be at most 48 characters, so that the derived names (<name>-server-tls, mcptrust-<name>-egress) stay valid")
 )]
 #[x_kube(validation = Rule::new("self.transport == 'stdio' || has(self.endpoint)").message("spec.endpoint.url is required when spec.transport is streamable-http or sse: set it to the URL clients use, e.g. https://github-mcp.agents.svc:8443/mcp/"))]
 #[x_kube(validation = Rule::new("!(has(self.mtls) || (has(self.trust) && has(self.trust.pinServerCertificate) && self.trust.pinServerCertificate)) || (has(self.endpoint) && self.endpoint.url.startsWith('https://'))").message("spec.endpoint.url must be an https:// URL when spec.mtls or spec.trust.pinServerCertificate is set: TLS settings cannot apply to a plain-http or missing endpoint"))]
