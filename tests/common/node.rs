@@ -73,6 +73,9 @@ pub struct Node {
     kubeconfig: PathBuf,
     /// Where the supervisor and `node.sh` log.
     pub log: PathBuf,
+    /// The supervisor and the write end of its pipe, held for the life of the binary (the
+    /// node lives in a static, never dropped): the pipe closes when the process exits,
+    /// and the supervisor then runs `node.sh down`.
     supervisor: Mutex<Option<(Child, ChildStdin)>>,
     loaded: Mutex<BTreeSet<String>>,
 }
@@ -284,23 +287,13 @@ impl Node {
         self.cp.kubectl_output(&args)
     }
 
-    /// A container's log, read from the kubelet's pod log directory (no API round trip).
+    /// A container's log through `kubectl logs` (the API server reaches the kubelet: the
+    /// machine's hostname resolves to 127.0.0.1); empty when it cannot be read.
     pub fn logs(&self, ns: &str, pod: &str, container: &str) -> String {
-        self.cp
-            .kubectl_output(&["-n", ns, "logs", pod, "-c", container])
-            .stdout
-            .into_iter()
-            .map(char::from)
-            .collect()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some((mut child, stdin)) = self.supervisor.lock().unwrap().take() {
-            drop(stdin);
-            let _ = child.wait();
-        }
+        let out = self
+            .cp
+            .kubectl_output(&["-n", ns, "logs", pod, "-c", container]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -573,9 +566,4 @@ pub const BUSYBOX: &str = "localhost/busybox:local";
 /// Time from `since` in seconds, for the figures the node tests print.
 pub fn secs(since: Instant) -> f64 {
     since.elapsed().as_secs_f64()
-}
-
-/// A short pause between polls.
-pub fn nap() {
-    std::thread::sleep(Duration::from_millis(200));
 }
