@@ -56,6 +56,9 @@ pub enum Command {
     /// Renew an McpServer's certificates now (as `cmctl renew`): annotates it, and the
     /// controller re-issues once and records it in an Event.
     Renew(crate::renew::RenewArgs),
+    /// The `mcptrust-reloader` sidecar of `rotation.strategy: Signal`: watches the mounted
+    /// certificate directories and signals the pod's server process when that is safe.
+    Reload(crate::reload::cli::ReloadArgs),
 }
 
 /// `mcptrust docs` subcommands.
@@ -202,6 +205,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Renew(args) => {
             println!("{}", block_on(crate::renew::run(&args))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload(args) => {
+            block_on(crate::reload::run::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {

@@ -6,6 +6,7 @@
 //! (`x-kubernetes-validations`) whose messages say what to change.
 
 pub mod conditions;
+pub mod reloader;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};

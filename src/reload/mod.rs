@@ -9,6 +9,9 @@
 //! catches the signal (`SigCgt`, [`sig_cgt`]) and, for a Go binary ([`is_go_binary`]),
 //! the McpServer says it handles it (`spec.rotation.handlesSignal`).
 
+pub mod cli;
+pub mod run;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
