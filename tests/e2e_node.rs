@@ -19,11 +19,10 @@ use std::process::{Command, Stdio};
 use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use common::envtest::{
-    ControlPlane, helm_release, helm_sdk, wait_until, wait_until_or, webhook_ca_bundle,
-};
+use common::envtest::{ControlPlane, wait_until, wait_until_or};
 use common::node::{
-    BUSYBOX, HOST_IP, Node, curl_image, mcptrust_image, nginx_image, pod_ready, secs,
+    BUSYBOX, HOST_IP, Node, RELEASE_NS, curl_image, install_chart, nginx_conf, nginx_image,
+    operator_logs, pod_ready, pods, ready_operator_pods, secs,
 };
 use serde_json::{Value, json};
 
@@ -31,88 +30,17 @@ use serde_json::{Value, json};
 /// holds it for writing, so that no other test sees the takeover.
 static GATE: RwLock<()> = RwLock::new(());
 
-/// The release namespace of the chart.
-const RELEASE_NS: &str = "mcptrust";
-
 /// The node with the chart installed (two replicas Ready, caBundle written), once per
 /// binary.
 fn cluster() -> Option<&'static Node> {
     static INSTALLED: OnceLock<Option<&'static Node>> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
         let node = node!()?;
-        let cp = node.cp;
-        if !helm_sdk() {
-            return None;
-        }
-        cp.install_crds();
-        let image = mcptrust_image();
-        node.load(&image);
-        let (repo, tag) = image.name.rsplit_once(':').unwrap();
-        let values = json!({
-            "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
-            "log": {"level": "info,mcptrust=debug"},
-            // The probe's targets are pod IPs on the bridge; the chart's NetworkPolicy (if
-            // any) is not enforced by this node's CNI anyway.
-        });
-        let started = Instant::now();
-        helm_release(cp, "install", "mcptrust", RELEASE_NS, &values)
-            .unwrap_or_else(|e| panic!("helm install: {e}"));
-        wait_until_or(
-            Duration::from_secs(180),
-            "the chart's two operator replicas Ready",
-            || ready_operator_pods(cp).len() == 2,
-            || {
-                format!(
-                    "{}\n{}",
-                    operator_logs(node),
-                    node.diagnose(RELEASE_NS, "-")
-                )
-            },
-        );
-        eprintln!(
-            "chart: helm install to two Ready replicas in {:.1} s",
-            secs(started)
-        );
-        wait_until_or(
-            Duration::from_secs(60),
-            "the leader to write the webhook's caBundle",
-            || !webhook_ca_bundle(cp).is_empty(),
-            || operator_logs(node),
-        );
+        // The probe's targets are pod IPs on the bridge; the chart's NetworkPolicy (if
+        // any) is not enforced by this node's CNI anyway.
+        install_chart(node, &json!({}))?;
         Some(node)
     })
-}
-
-/// The names of the operator pods that are Running and ready.
-fn ready_operator_pods(cp: &ControlPlane) -> Vec<String> {
-    pods(cp, RELEASE_NS, "app.kubernetes.io/name=mcptrust")
-        .iter()
-        .filter(|p| pod_ready(p) && p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The pods in `ns` matching `selector`, as JSON; panics when kubectl fails.
-fn pods(cp: &ControlPlane, ns: &str, selector: &str) -> Vec<Value> {
-    let out = cp.kubectl(&["-n", ns, "get", "pods", "-l", selector, "-o", "json"]);
-    serde_json::from_str::<Value>(&out).unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap()
-}
-
-fn operator_logs(node: &Node) -> String {
-    let mut text = String::new();
-    for p in pods(node.cp, RELEASE_NS, "app.kubernetes.io/name=mcptrust") {
-        let name = p["metadata"]["name"].as_str().unwrap();
-        let log = node.logs(RELEASE_NS, name, "mcptrust");
-        let lines: Vec<&str> = log.lines().collect();
-        text.push_str(&format!(
-            "--- {name}\n{}\n",
-            lines[lines.len().saturating_sub(25)..].join("\n")
-        ));
-    }
-    text
 }
 
 /// `kubectl apply -f -` of `docs` (JSON objects), panicking on failure.
@@ -546,24 +474,14 @@ pid /tmp/nginx.pid;
 events {}
 http {
   access_log /dev/stdout;
-  client_body_temp_path /tmp/body;
-  proxy_temp_path /tmp/proxy;
-  fastcgi_temp_path /tmp/fastcgi;
-  uwsgi_temp_path /tmp/uwsgi;
-  scgi_temp_path /tmp/scgi;
+  # temp paths
   server {
     listen 8443 ssl;
     ssl_certificate /tls/tls.crt;
     ssl_certificate_key /tls/tls.key;
     ssl_client_certificate /tls/ca.crt;
     ssl_verify_client on;
-    location /mcp/ {
-      default_type application/json;
-      if ($request_method = DELETE) { return 204; }
-      if ($http_mcp_session_id) { return 202; }
-      add_header Mcp-Session-Id nginx-session-1 always;
-      return 200 '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"nginx-mcp","version":"1.22"}}}';
-    }
+    # mcp location
   }
 }
 "#;
@@ -658,7 +576,7 @@ fn mtls_server_pod_serves_the_server_secret_to_client_pods() {
         cp,
         &[
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "nginx-conf", "namespace": ns},
-                "data": {"nginx.conf": NGINX_CONF}}),
+                "data": {"nginx.conf": nginx_conf(NGINX_CONF)}}),
             server,
         ],
     );

@@ -50,6 +50,12 @@ const SKIPS: &[(&str, &str, &str)] = &[
         "every test on the real node (tests/e2e_node.rs)",
     ),
     (
+        "tests/common/node.rs",
+        "go",
+        "the Go HTTPS server of the Signal rotation tests on the real node \
+         (tests/e2e_node_signal.rs)",
+    ),
+    (
         "tests/e2e_node.rs",
         "mitmdump",
         "the seed-000 stdio child behind mitmproxy on the node's bridge",

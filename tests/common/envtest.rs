@@ -695,12 +695,21 @@ pub fn start_operator(
 /// `GET path` over plain HTTP/1.0 on `127.0.0.1:port` (the admin port); the body, or an
 /// empty string when nothing answers.
 pub fn http_get(port: u16, path: &str) -> String {
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// `GET path` over plain HTTP/1.0 on `host:port` (an IP, e.g. a pod's admin port over the
+/// node's bridge); the body, or an empty string when nothing answers within 5 s.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> String {
     use std::io::Read as _;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(addr) = format!("{host}:{port}").parse::<std::net::SocketAddr>() else {
+        return String::new();
+    };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     text.split_once("\r\n\r\n")

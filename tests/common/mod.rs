@@ -2,12 +2,13 @@
 //! client and webhook leaves (rcgen), PEM files in a tempdir (plain or Kubernetes `..data`
 //! style), an HTTPS client that trusts only the test CA, AdmissionReview builders and a
 //! webhook server harness on 127.0.0.1. [`mcp`] adds the probe's servers (MCP handlers over
-//! HTTPS or HTTP, CONNECT proxies). [`skip`] holds the one rule for a test whose tool or file is missing
+//! HTTPS or HTTP, CONNECT proxies). [`monitor`] watches a TLS server through a rotation. [`skip`] holds the one rule for a test whose tool or file is missing
 //! ([`skip::skip_or_fail`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod envtest;
 pub mod mcp;
+pub mod monitor;
 pub mod node;
 pub mod skip;
 
@@ -103,7 +104,7 @@ impl Leaf {
 }
 
 /// Lowercase hex SHA-256.
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 

@@ -567,3 +567,182 @@ pub const BUSYBOX: &str = "localhost/busybox:local";
 pub fn secs(since: Instant) -> f64 {
     since.elapsed().as_secs_f64()
 }
+
+/// `localhost/go-tls-server:local`: `tests/fixtures/go-tls-server/main.go` (flags `-cert`,
+/// `-key`, `-addr`, `-reload`) built with the `go` on `PATH` (Debian's golang-go, which
+/// `.ci/run` installs) as a static binary at `/go-tls-server`, offline (`GOPROXY=off`,
+/// `GOCACHE` and `GOPATH` under `target/`), with busybox for `sh`. `None` after
+/// [`super::skip::skip_or_fail`] when `go` is missing.
+///
+/// # Panics
+/// When the build fails (with go's output).
+pub fn go_tls_server_image() -> Option<Image> {
+    static IMAGE: OnceLock<Option<Image>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let found = Command::new("go").arg("version").output();
+            if !found.as_ref().is_ok_and(|o| o.status.success()) {
+                super::skip::skip_or_fail(
+                    "go",
+                    "no `go` on PATH: apt-get install golang-go (.ci/run does)",
+                );
+                return None;
+            }
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let cache = root.join("target/go");
+            let fs = Rootfs::new(&image_dir().join("go-tls-server"));
+            let started = Instant::now();
+            let out = Command::new("go")
+                .args(["build", "-trimpath", "-o"])
+                .arg(fs.dir.join("go-tls-server"))
+                .arg(root.join("tests/fixtures/go-tls-server/main.go"))
+                .env("CGO_ENABLED", "0")
+                .env("GOCACHE", cache.join("cache"))
+                .env("GOPATH", cache.join("path"))
+                .env("GOPROXY", "off")
+                .env("GOTOOLCHAIN", "local")
+                .env("GOFLAGS", "-mod=mod")
+                .output()
+                .expect("go build");
+            assert!(
+                out.status.success(),
+                "go build go-tls-server: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "go build go-tls-server ({}): {:.1} s",
+                String::from_utf8_lossy(&found.unwrap().stdout).trim(),
+                secs(started)
+            );
+            with_busybox(&fs);
+            Some(fs.image("go-tls-server", &["/go-tls-server"], None))
+        })
+        .clone()
+}
+
+/// The release namespace of the chart the node tests install.
+pub const RELEASE_NS: &str = "mcptrust";
+
+/// Installs the chart as release `mcptrust` in [`RELEASE_NS`] with the image of the binary
+/// under test (`localhost/mcptrust:local`, pull policy `Never`) and `values` merged over
+/// that (objects merge, other values replace), then waits for its two operator replicas
+/// to be Ready and for the leader to write the webhook's caBundle. `None` when the Helm
+/// SDK is missing (after [`super::skip::skip_or_fail`]).
+///
+/// # Panics
+/// When the install fails or the operator does not come up (with its logs).
+pub fn install_chart(node: &Node, values: &serde_json::Value) -> Option<()> {
+    let cp = node.cp;
+    if !super::envtest::helm_sdk() {
+        return None;
+    }
+    cp.install_crds();
+    let image = mcptrust_image();
+    node.load(&image);
+    let (repo, tag) = image.name.rsplit_once(':').unwrap();
+    let mut all = serde_json::json!({
+        "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
+        "log": {"level": "info,mcptrust=debug"},
+    });
+    merge(&mut all, values);
+    let started = Instant::now();
+    super::envtest::helm_release(cp, "install", "mcptrust", RELEASE_NS, &all)
+        .unwrap_or_else(|e| panic!("helm install: {e}"));
+    super::envtest::wait_until_or(
+        Duration::from_secs(180),
+        "the chart's two operator replicas Ready",
+        || ready_operator_pods(cp).len() == 2,
+        || {
+            format!(
+                "{}\n{}",
+                operator_logs(node),
+                node.diagnose(RELEASE_NS, "-")
+            )
+        },
+    );
+    eprintln!(
+        "chart: helm install to two Ready replicas in {:.1} s",
+        secs(started)
+    );
+    super::envtest::wait_until_or(
+        Duration::from_secs(60),
+        "the leader to write the webhook's caBundle",
+        || !super::envtest::webhook_ca_bundle(cp).is_empty(),
+        || operator_logs(node),
+    );
+    Some(())
+}
+
+/// Merges `over` into `base`: objects key by key, anything else replaced.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The names of the operator pods that are Running and ready.
+pub fn ready_operator_pods(cp: &ControlPlane) -> Vec<String> {
+    pods(cp, RELEASE_NS, "app.kubernetes.io/name=mcptrust")
+        .iter()
+        .filter(|p| pod_ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The pods in `ns` matching `selector`, as JSON; panics when kubectl fails.
+pub fn pods(cp: &ControlPlane, ns: &str, selector: &str) -> Vec<serde_json::Value> {
+    let out = cp.kubectl(&["-n", ns, "get", "pods", "-l", selector, "-o", "json"]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["items"]
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+/// The last 25 lines of each operator pod's log.
+pub fn operator_logs(node: &Node) -> String {
+    let mut text = String::new();
+    for p in pods(node.cp, RELEASE_NS, "app.kubernetes.io/name=mcptrust") {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let log = node.logs(RELEASE_NS, name, "mcptrust");
+        let lines: Vec<&str> = log.lines().collect();
+        text.push_str(&format!(
+            "--- {name}\n{}\n",
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        ));
+    }
+    text
+}
+
+/// The `location /mcp/` block of the node tests' nginx configurations: answers the
+/// operator's probe as an MCP streamable-HTTP server does (`initialize` with a JSON-RPC
+/// result and an `Mcp-Session-Id`, a notification with 202, DELETE with 204).
+pub const NGINX_MCP_LOCATION: &str = r#"    location /mcp/ {
+      default_type application/json;
+      if ($request_method = DELETE) { return 204; }
+      if ($http_mcp_session_id) { return 202; }
+      add_header Mcp-Session-Id nginx-session-1 always;
+      return 200 '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"nginx-mcp","version":"1.22"}}}';
+    }
+"#;
+
+/// The `http` block's temporary paths, all under `/tmp` (writable by any UID).
+pub const NGINX_TEMP_PATHS: &str = "  client_body_temp_path /tmp/body;
+  proxy_temp_path /tmp/proxy;
+  fastcgi_temp_path /tmp/fastcgi;
+  uwsgi_temp_path /tmp/uwsgi;
+  scgi_temp_path /tmp/scgi;
+";
+
+/// An nginx configuration from `template`: its line `  # temp paths` replaced by
+/// [`NGINX_TEMP_PATHS`], and `    # mcp location` by [`NGINX_MCP_LOCATION`].
+pub fn nginx_conf(template: &str) -> String {
+    template
+        .replace("  # temp paths\n", NGINX_TEMP_PATHS)
+        .replace("    # mcp location\n", NGINX_MCP_LOCATION)
+}
