@@ -16,7 +16,9 @@
 //! - `apiVersion`, `kind`;
 //! - `metadata.{name, generateName, namespace, labels, annotations}`;
 //! - `spec.volumes`, whole;
-//! - `spec.{containers, initContainers}[*].{name, env, volumeMounts}`;
+//! - `spec.{shareProcessNamespace, hostPID, securityContext}` (the reloader sidecar's
+//!   refusals and its `runAsUser`/`runAsGroup`);
+//! - `spec.{containers, initContainers}[*].{name, env, volumeMounts, securityContext}`;
 //! - `spec.template` and `spec.jobTemplate` (a workload's pod template, a CronJob's Job
 //!   template), by these same rules.
 //!
@@ -46,12 +48,12 @@ enum Shape {
     Object,
     /// Object metadata: name, generateName, namespace, labels, annotations.
     Meta,
-    /// A pod spec or a workload spec: containers, initContainers, volumes, template,
-    /// jobTemplate.
+    /// A pod spec or a workload spec: containers, initContainers, volumes,
+    /// shareProcessNamespace, hostPID, securityContext, template, jobTemplate.
     Spec,
     /// An array of containers, each as [`Shape::Container`].
     Containers,
-    /// A container: name, env, volumeMounts.
+    /// A container: name, env, volumeMounts, securityContext.
     Container,
 }
 
@@ -84,7 +86,9 @@ impl Shape {
             },
             Shape::Spec => match key {
                 "containers" | "initContainers" => Some(Shape::Containers),
-                "volumes" => Some(Shape::All),
+                "volumes" | "shareProcessNamespace" | "hostPID" | "securityContext" => {
+                    Some(Shape::All)
+                }
                 // A workload's pod template, and a CronJob's Job template: both hold
                 // `metadata` and `spec`.
                 "template" | "jobTemplate" => Some(Shape::Object),
@@ -92,7 +96,7 @@ impl Shape {
             },
             Shape::Containers => Some(Shape::All),
             Shape::Container => match key {
-                "name" | "env" | "volumeMounts" => Some(Shape::All),
+                "name" | "env" | "volumeMounts" | "securityContext" => Some(Shape::All),
                 _ => None,
             },
         }
