@@ -768,21 +768,12 @@ use mcptrust::api::reloader::{
 
 const RELOADER_IMAGE: &str = "ghcr.io/mcptrust/mcptrust:0.1.0";
 
-/// The settings of a Signal McpServer with mTLS (the server certificate mounted at
+/// The settings of examples/mcpserver-signal.yaml (mTLS: the server certificate mounted at
 /// `/etc/mcptrust/tls/server`, as the webhook's resolver adds it), and `rotation` as given.
 fn signal_injection(rotation: Value) -> Injection {
-    let server: McpServer = serde_json::from_value(json!({
-        "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
-        "metadata": {"name": "github", "namespace": "agents"},
-        "spec": {
-            "transport": "streamable-http",
-            "endpoint": {"url": "https://github-mcp.agents.svc:8443/mcp/"},
-            "podSelector": {"matchLabels": {"app": "github-mcp"}},
-            "mtls": {"server": {"dnsNames": ["github-mcp.agents.svc"]}},
-            "rotation": rotation,
-        }
-    }))
-    .expect("McpServer");
+    let text = std::fs::read_to_string("examples/mcpserver-signal.yaml").expect("example");
+    let mut server: McpServer = serde_saphyr::from_str(&text).expect("McpServer");
+    server.spec.rotation = Some(serde_json::from_value(rotation).expect("rotation"));
     let mut cfg = InjectConfig::sandbox_demo();
     cfg.reloader.image = Some(RELOADER_IMAGE.into());
     cfg.reloader.image_pull_policy = Some("IfNotPresent".into());
