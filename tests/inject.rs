@@ -1168,6 +1168,10 @@ fn the_view_keeps_what_the_reloader_reads() {
                         "securityContext": {"runAsUser": 101, "runAsGroup": 101}}]
     }));
     let view = mcptrust::inject::view::object_view(&obj).expect("view");
+    // Of the security contexts, only the user fields are kept.
+    assert_eq!(view["spec"]["securityContext"], json!({"runAsUser": 1000}));
+    assert_eq!(view["spec"]["hostPID"], false);
+    assert!(view["spec"]["containers"][0].get("ports").is_none());
     let whole = inject(&obj, &signal()).expect("inject");
     let viewed = inject(&view, &signal()).expect("inject");
     assert_eq!(whole.patch, viewed.patch);
