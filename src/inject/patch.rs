@@ -220,7 +220,12 @@ fn paths_overlap(a: &str, b: &str) -> bool {
 /// spec the ConfigMap volume; into the pod template's annotations
 /// [`ANNOTATION_INJECTED`], [`ANNOTATION_BUNDLE_SHA256`] and, when they apply,
 /// [`ANNOTATION_MCPSERVER`], [`super::ANNOTATION_EGRESS_MODE`], [`ANNOTATION_ENV_OVERRIDDEN`]
-/// and [`ANNOTATION_SKIPPED`].
+/// and [`ANNOTATION_SKIPPED`]. When `inj.reloader` is set (an McpServer with
+/// `spec.rotation.strategy: Signal`), also the `mcptrust-reloader` native sidecar, appended
+/// to `initContainers`, with `shareProcessNamespace: true` (when absent) and
+/// `MCPTRUST_RELOADER_TARGET` in its target; or, when a pod cannot have it, the reason in
+/// `mcptrust.io/reloader-skipped` and [`Outcome::skipped`], the pod otherwise injected as
+/// usual (see `super::reloader::decide`).
 ///
 /// Guarantees:
 /// - a name the container already sets is never changed (it is recorded instead);
