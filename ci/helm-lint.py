@@ -44,6 +44,8 @@ RELEASE, NAMESPACE = "mcptrust", "mcptrust"
 # `helm lint`, `helm template` and `helm install` all refuse them.
 REJECTED = [
     ("replicaCount=0", {"replicaCount": 0}, "/replicaCount"),
+    ("reloader.adminPort=0", {"reloader": {"adminPort": 0}}, "/reloader/adminPort"),
+    ("reloader.resources cpu as a number", {"reloader": {"resources": {"requests": {"cpu": 1}}}}, "/reloader/resources/requests/cpu"),
     ("failurePolicy=Sometimes", {"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
     ("certMode=selfSigned", {"webhook": {"certMode": "selfSigned"}}, "/webhook/certMode"),
     ("timeoutSeconds=0", {"webhook": {"timeoutSeconds": 0}}, "/webhook/timeoutSeconds"),
@@ -284,7 +286,7 @@ def check_network_policy(v: dict, by_kind: dict[str, list[dict]], dep: dict) -> 
     """The NetworkPolicy of mcptrust's own pods: rendered iff networkPolicy.enabled; it
     selects exactly the Deployment's pods; in: the webhook port from anywhere, the admin
     port from networkPolicy.ingress.adminFrom only; out: the API server, DNS and the
-    endpoint ports, nothing else."""
+    endpoint ports and the reloader sidecars' admin port, nothing else."""
     errs: list[str] = []
     nps = by_kind.get("NetworkPolicy", [])
     want = v["networkPolicy"]
@@ -311,6 +313,8 @@ def check_network_policy(v: dict, by_kind: dict[str, list[dict]], dep: dict) -> 
         expect = [sorted((p, "TCP") for p in e["apiServerPorts"]), [(53, "TCP"), (53, "UDP")]]
         if e["endpointPorts"]:
             expect.append(sorted((p, "TCP") for p in e["endpointPorts"]))
+        # The reloader sidecars' /status, where the endpoints are.
+        expect.append([(v["reloader"]["adminPort"], "TCP")])
         if egress != expect:
             errs.append(f"egress ports {egress}, want {expect}")
         if any(not r.get("ports") for r in spec.get("egress", []) + spec.get("ingress", [])):

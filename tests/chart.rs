@@ -734,10 +734,27 @@ fn rendered_config_is_what_the_operator_reads() {
     let Some(cases) = rendered() else { return };
     for (case, docs) in &cases {
         let cfg = config_of(docs);
+        // The reloader sidecar runs the chart's own image, as the operator does.
+        let operator = &docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("Deployment")["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            cfg.reloader.image.as_deref(),
+            operator["image"].as_str(),
+            "{case}"
+        );
+        assert_eq!(
+            cfg.reloader.image_pull_policy.as_deref(),
+            operator["imagePullPolicy"].as_str(),
+            "{case}"
+        );
         if case == "default" || case == "release-prod-in-platform" {
             // The chart's defaults are the operator's defaults.
             let mut want = InjectConfig::default();
             want.proxy.cluster_domain = Some("cluster.local".into());
+            want.reloader.image = cfg.reloader.image.clone();
+            want.reloader.image_pull_policy = cfg.reloader.image_pull_policy.clone();
             assert_eq!(cfg, want, "{case}");
         }
     }

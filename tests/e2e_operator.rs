@@ -12,7 +12,11 @@
 //!   `bench/readme-transcripts.sh` prints for the README);
 //! - status: `observedGeneration` follows the spec, `lastTransitionTime` stays while the
 //!   status stays, and a reconcile that changes nothing writes nothing;
-//! - after a rotation, a pod created the moment the rollout starts names the new bundle.
+//! - after a rotation, a pod created the moment the rollout starts names the new bundle;
+//! - a pod of a `rotation.strategy: Signal` McpServer is stored with the
+//!   `mcptrust-reloader` native sidecar (the chart's image) and `shareProcessNamespace`,
+//!   so the API server accepts the patch; one with `shareProcessNamespace: false` keeps it
+//!   and gets no sidecar, only the reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -63,11 +67,20 @@ fn trust_ca(cp: &ControlPlane, ns: &str, pem: &str) {
 }
 
 fn pod(cp: &ControlPlane, ns: &str, name: &str, labels: Value) -> Value {
-    let obj = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {"containers": [{"name": "server", "image": "ghcr.io/example/github-mcp:1"}]},
-    });
+    create_pod(
+        cp,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"containers": [{"name": "server", "image": "ghcr.io/example/github-mcp:1"}]},
+        }),
+    )
+}
+
+/// Creates `obj` (a Pod) through the API server, so through the webhook; returns the pod
+/// as stored.
+fn create_pod(cp: &ControlPlane, obj: &Value) -> Value {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let out = cp.kubectl_stdin(&["create", "-o", "json", "-f", "-"], &obj.to_string());
     assert!(
         out.status.success(),
@@ -222,6 +235,20 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
     let Some(webhooks) = chart_documents("default", &["MutatingWebhookConfiguration"]) else {
         return;
     };
+    // The operator config the chart renders: the reloader sidecar runs the chart's image.
+    let Some(config_maps) = chart_documents("default", &["ConfigMap"]) else {
+        return;
+    };
+    let chart_config = config_maps
+        .iter()
+        .find_map(|cm| cm["data"]["config.yaml"].as_str())
+        .expect("the chart's operator config")
+        .to_owned();
+    let chart_image = mcptrust::inject::InjectConfig::from_yaml(&chart_config)
+        .expect("the chart's config parses")
+        .reloader
+        .image
+        .expect("the chart sets reloader.image");
     cp.install_crds();
 
     // The chart's release namespace, ServiceAccount and RBAC, as rendered.
@@ -241,6 +268,8 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
     let webhook_ca = TestCa::new("e2e-webhook-ca");
     let files = common::TlsFiles::in_dir(tls.path());
     files.write_atomic(&webhook_ca.leaf(1));
+    let config_file = tls.path().join("config.yaml");
+    std::fs::write(&config_file, &chart_config).unwrap();
     let (webhook_port, admin_port) = (free_port(), free_port());
     let mut mwc = webhooks[0].clone();
     {
@@ -291,6 +320,8 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
             "--tls-key-file",
             files.key.to_str().unwrap(),
             "--disable-endpoint-probe",
+            "--config",
+            config_file.to_str().unwrap(),
         ],
     );
 
@@ -587,8 +618,8 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
         env.contains("http://10.200.0.1:3128"),
         "the McpServer's proxy: {env}"
     );
-    // A pod no McpServer selects gets the namespace default, and the operator's default
-    // config (no --config) sets no proxy.
+    // A pod no McpServer selects gets the namespace default, and the chart's default
+    // config sets no proxy.
     let other = pod(cp, &app, "other", json!({"app": "other"}));
     assert!(
         annotation(&other, "mcptrust.io/injected").is_some(),
@@ -655,6 +686,8 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
         );
     }
 
+    signal_pods_get_the_reloader(cp, &app, &chart_image);
+
     // Rotation: a new CA in the trust source rolls the Deployment; a pod admitted right
     // after the rollout starts names the bundle it mounts.
     // The Deployment is watched in this process, and the pod created the moment the
@@ -699,5 +732,112 @@ fn operator_with_chart_rbac_reconciles_injects_and_rotates() {
         refused.is_empty(),
         "the API server refused the operator with the chart's RBAC:\n{}",
         refused.join("\n")
+    );
+}
+
+/// A `Signal` McpServer's pods, created through the API server: the webhook's patch (a
+/// native sidecar, `shareProcessNamespace`, the target's variable) passes the API
+/// server's validation and is stored; a pod that sets `shareProcessNamespace: false` is
+/// stored with its spec as written (no sidecar) and the reason annotated.
+fn signal_pods_get_the_reloader(cp: &ControlPlane, app: &str, chart_image: &str) {
+    apply(
+        cp,
+        &json!({
+            "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+            "metadata": {"name": "nginx", "namespace": app},
+            "spec": {
+                "transport": "streamable-http",
+                "endpoint": {"url": format!("https://nginx-mcp.{app}.svc:8443/mcp/")},
+                "podSelector": {"matchLabels": {"app": "nginx-mcp"}},
+                "rotation": {"strategy": "Signal", "container": "nginx", "handlesSignal": true},
+            },
+        }),
+    );
+    let signal_pod = |name: &str, share: Option<bool>| {
+        let mut obj = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": app, "labels": {"app": "nginx-mcp"},
+                         "annotations": {"mcptrust.io/reload-debounce-seconds": "3"}},
+            "spec": {
+                "securityContext": {"runAsUser": 101, "runAsGroup": 101},
+                "containers": [
+                    {"name": "nginx", "image": "nginx:1.27"},
+                    {"name": "log", "image": "busybox:1.37"},
+                ],
+            },
+        });
+        if let Some(share) = share {
+            obj["spec"]["shareProcessNamespace"] = json!(share);
+        }
+        obj
+    };
+    // The webhook learns of the McpServer from its watch: retry with new pods until one
+    // is injected for it.
+    let mut n = 0;
+    let last = std::cell::RefCell::new(Value::Null);
+    wait_until_or(
+        WAIT,
+        "a nginx-mcp pod injected by the Signal McpServer nginx",
+        || {
+            n += 1;
+            let p = create_pod(cp, &signal_pod(&format!("nginx-{n}"), None));
+            let done = annotation(&p, "mcptrust.io/mcpserver") == Some(format!("{app}/nginx"));
+            *last.borrow_mut() = p;
+            done
+        },
+        || format!("last pod: {}", last.borrow()),
+    );
+    let stored = last.into_inner();
+    let spec = &stored["spec"];
+    assert_eq!(spec["shareProcessNamespace"], true, "{spec}");
+    let sidecar = spec["initContainers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "mcptrust-reloader"))
+        .unwrap_or_else(|| panic!("no sidecar: {spec}"));
+    assert_eq!(sidecar["restartPolicy"], "Always", "{sidecar}");
+    assert_eq!(sidecar["image"], chart_image, "{sidecar}");
+    assert_eq!(sidecar["securityContext"]["runAsUser"], 101, "{sidecar}");
+    assert_eq!(
+        sidecar["securityContext"]["runAsNonRoot"], true,
+        "{sidecar}"
+    );
+    assert_eq!(sidecar["ports"][0]["name"], "mcptrust-reload", "{sidecar}");
+    let args = sidecar["args"].to_string();
+    for want in [
+        r#""--container","nginx""#,
+        r#""--handles-signal""#,
+        r#""--debounce-seconds","3""#,
+    ] {
+        assert!(args.contains(want), "{want} in {args}");
+    }
+    let target_env = spec["containers"][0]["env"].to_string();
+    assert!(
+        target_env.contains(r#"{"name":"MCPTRUST_RELOADER_TARGET","value":"nginx"}"#),
+        "{target_env}"
+    );
+    assert!(
+        annotation(&stored, "mcptrust.io/reloader-skipped").is_none(),
+        "{stored}"
+    );
+
+    // shareProcessNamespace: false is the user's choice: kept, no sidecar, the reason.
+    let refused = create_pod(cp, &signal_pod("nginx-private", Some(false)));
+    let spec = &refused["spec"];
+    assert_eq!(spec["shareProcessNamespace"], false, "{spec}");
+    assert!(
+        !spec.to_string().contains("mcptrust-reloader")
+            && !spec.to_string().contains("MCPTRUST_RELOADER_TARGET"),
+        "{spec}"
+    );
+    let reason = annotation(&refused, "mcptrust.io/reloader-skipped")
+        .unwrap_or_else(|| panic!("no reason: {}", refused["metadata"]));
+    assert!(
+        reason.starts_with("shareProcessNamespace is false"),
+        "{reason}"
+    );
+    assert_eq!(
+        annotation(&refused, "mcptrust.io/mcpserver"),
+        Some(format!("{app}/nginx")),
+        "the rest of the injection still applies"
     );
 }

@@ -758,3 +758,437 @@ fn sandbox_demo_is_the_example_and_the_default_has_no_proxy() {
         assert_eq!(env(c, v), None, "{v} without a proxy");
     }
 }
+
+// --- The mcptrust-reloader sidecar (`spec.rotation.strategy: Signal`) ---
+
+use mcptrust::api::reloader::{
+    ANNOTATION_RELOAD_DEBOUNCE, ANNOTATION_RELOADER_SKIPPED, ENV_RELOADER_TARGET,
+    RELOADER_CONTAINER, RELOADER_PORT_NAME,
+};
+
+const RELOADER_IMAGE: &str = "ghcr.io/mcptrust/mcptrust:0.1.0";
+
+/// The settings of examples/mcpserver-signal.yaml (mTLS: the server certificate mounted at
+/// `/etc/mcptrust/tls/server`, as the webhook's resolver adds it), and `rotation` as given.
+fn signal_injection(rotation: Value) -> Injection {
+    let text = std::fs::read_to_string("examples/mcpserver-signal.yaml").expect("example");
+    let mut server: McpServer = serde_saphyr::from_str(&text).expect("McpServer");
+    server.spec.rotation = Some(serde_json::from_value(rotation).expect("rotation"));
+    let mut cfg = InjectConfig::sandbox_demo();
+    cfg.reloader.image = Some(RELOADER_IMAGE.into());
+    cfg.reloader.image_pull_policy = Some("IfNotPresent".into());
+    let mut inj = Injection::resolve(&cfg, Some(&server));
+    inj.tls_mounts.push(mcptrust::inject::TlsMount {
+        volume_name: "mcptrust-server-tls".into(),
+        secret_name: "github-mcp-server-tls".into(),
+        mount_path: mcptrust::inject::SERVER_TLS_MOUNT_PATH.into(),
+        sha256: None,
+        not_after: None,
+    });
+    inj
+}
+
+fn signal() -> Injection {
+    signal_injection(json!({"strategy": "Signal"}))
+}
+
+fn reloader(spec: &Value) -> Option<&Value> {
+    spec["initContainers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == RELOADER_CONTAINER)
+}
+
+fn skipped_reason(m: &Value) -> Option<&str> {
+    m["metadata"]["annotations"][ANNOTATION_RELOADER_SKIPPED].as_str()
+}
+
+/// Injects, applies, re-injects (empty), and checks the result is a valid Pod.
+fn run_pod(obj: &Value, inj: &Injection) -> (Value, Outcome) {
+    let (m, out) = run(obj, inj);
+    typed_pod(&m);
+    (m, out)
+}
+
+#[test]
+fn signal_pod_gets_the_native_sidecar() {
+    let obj = pod(json!({"containers": [{"name": "server", "image": "nginx:1.27"}]}));
+    let (m, out) = run_pod(&obj, &signal());
+    assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+    let spec = &m["spec"];
+    assert_eq!(spec["shareProcessNamespace"], true);
+    let r = reloader(spec).expect("sidecar");
+    assert_eq!(
+        r,
+        &json!({
+            "name": "mcptrust-reloader",
+            "image": RELOADER_IMAGE,
+            "imagePullPolicy": "IfNotPresent",
+            "restartPolicy": "Always",
+            "args": ["reload", "--log-format", "json",
+                     "--watch", "/etc/mcptrust/trust",
+                     "--watch", "/etc/mcptrust/tls/server",
+                     "--cert", "/etc/mcptrust/tls/server/tls.crt",
+                     "--key", "/etc/mcptrust/tls/server/tls.key",
+                     "--signal", "SIGHUP", "--container", "server",
+                     "--admin-addr", "0.0.0.0:9899"],
+            "ports": [{"name": RELOADER_PORT_NAME, "containerPort": 9899}],
+            "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": true,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumeMounts": [
+                {"name": "mcptrust-trust", "mountPath": "/etc/mcptrust/trust", "readOnly": true},
+                {"name": "mcptrust-server-tls", "mountPath": "/etc/mcptrust/tls/server", "readOnly": true},
+            ],
+        })
+    );
+    // The sidecar's args parse as `mcptrust reload` flags.
+    let args: Vec<&str> = r["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let cli = <mcptrust::cli::Cli as clap::Parser>::try_parse_from(
+        std::iter::once("mcptrust").chain(args.iter().copied()),
+    );
+    assert!(cli.is_ok(), "{:?}", cli.err());
+    let server = &spec["containers"][0];
+    assert_eq!(env(server, ENV_RELOADER_TARGET), Some("server"));
+    assert_injected_container(server);
+    assert!(mount(server, "/etc/mcptrust/tls/server").is_some());
+    assert!(skipped_reason(&m).is_none());
+    // The sidecar gets none of the injected env.
+    assert!(r.get("env").is_none());
+}
+
+#[test]
+fn signal_settings_and_debounce_reach_the_args() {
+    let inj = signal_injection(json!({
+        "strategy": "Signal", "signal": "SIGUSR1", "container": "server",
+        "processName": "^node .*server.js", "handlesSignal": true,
+    }));
+    let mut obj = pod(json!({
+        "initContainers": [{"name": "setup", "image": "busybox"}],
+        "containers": [
+            {"name": "server", "image": "node:22", "env": [{"name": "PORT", "value": "8443"}]},
+            {"name": "log", "image": "busybox"},
+        ]
+    }));
+    obj["metadata"]["annotations"] = json!({ANNOTATION_RELOAD_DEBOUNCE: "5"});
+    let (m, _) = run_pod(&obj, &inj);
+    let r = reloader(&m["spec"]).expect("sidecar");
+    let args = r["args"].as_array().expect("args");
+    let tail: Vec<&str> = args[11..].iter().filter_map(Value::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "--signal",
+            "SIGUSR1",
+            "--container",
+            "server",
+            "--process-name",
+            "^node .*server.js",
+            "--handles-signal",
+            "--debounce-seconds",
+            "5",
+            "--admin-addr",
+            "0.0.0.0:9899"
+        ]
+    );
+    // Appended after the user's init container, which is still injected.
+    assert_eq!(m["spec"]["initContainers"][1]["name"], RELOADER_CONTAINER);
+    assert_injected_container(&m["spec"]["initContainers"][0]);
+    let server = &m["spec"]["containers"][0];
+    assert_eq!(env(server, "PORT"), Some("8443"));
+    assert_eq!(env(server, ENV_RELOADER_TARGET), Some("server"));
+    assert_eq!(env(&m["spec"]["containers"][1], ENV_RELOADER_TARGET), None);
+
+    // An invalid debounce is left out (the sidecar's default applies).
+    obj["metadata"]["annotations"] = json!({ANNOTATION_RELOAD_DEBOUNCE: "2s"});
+    let (m, _) = run_pod(&obj, &inj);
+    let args = reloader(&m["spec"]).expect("sidecar")["args"].to_string();
+    assert!(!args.contains("--debounce-seconds"), "{args}");
+}
+
+#[test]
+fn run_as_is_copied_from_the_container_else_the_pod() {
+    // (pod securityContext, container securityContext, the sidecar's run-as fields)
+    let cases = [
+        (
+            json!({"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": true}),
+            json!({"runAsUser": 101, "runAsGroup": 102}),
+            json!({"runAsUser": 101, "runAsGroup": 102, "runAsNonRoot": true}),
+        ),
+        // From the pod, each field on its own.
+        (
+            json!({"runAsUser": 1000, "runAsGroup": 2000}),
+            json!({"runAsGroup": 3000}),
+            json!({"runAsUser": 1000, "runAsGroup": 3000, "runAsNonRoot": true}),
+        ),
+        // Root: no runAsNonRoot (kubelet would refuse uid 0 with it).
+        (json!({}), json!({"runAsUser": 0}), json!({"runAsUser": 0})),
+        // Neither sets a user: the image's.
+        (json!({}), json!({}), json!({})),
+    ];
+    for (pod_ctx, container_ctx, want) in cases {
+        let obj = pod(json!({
+            "securityContext": pod_ctx,
+            "containers": [{"name": "server", "image": "nginx", "securityContext": container_ctx}]
+        }));
+        let (m, _) = run_pod(&obj, &signal());
+        let sc = reloader(&m["spec"]).expect("sidecar")["securityContext"]
+            .as_object()
+            .expect("securityContext");
+        let run_as: serde_json::Map<String, Value> = sc
+            .iter()
+            .filter(|(k, _)| k.starts_with("runAs"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(Value::Object(run_as), want, "{obj}");
+        assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}));
+    }
+}
+
+/// Each refusal: no sidecar, the user's spec as it was, the rest of the injection, and
+/// the reason on the pod (and as a warning).
+#[test]
+fn refusals_leave_the_pod_alone_with_a_reason() {
+    let server = |extra: Value| {
+        let mut c = json!({"name": "server", "image": "nginx"});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        c
+    };
+    let cases: Vec<(&str, Injection, Value, &str)> = vec![
+        (
+            "shareProcessNamespace false",
+            signal(),
+            json!({"shareProcessNamespace": false, "containers": [server(json!({}))]}),
+            "shareProcessNamespace is false",
+        ),
+        (
+            "hostPID",
+            signal(),
+            json!({"hostPID": true, "containers": [server(json!({}))]}),
+            "hostPID is true",
+        ),
+        (
+            "subPath of the server certificate",
+            signal(),
+            json!({"containers": [server(json!({"volumeMounts": [
+                {"name": "mcptrust-server-tls", "mountPath": "/etc/nginx/tls.crt", "subPath": "tls.crt"}]}))]}),
+            "with subPath tls.crt",
+        ),
+        (
+            "subPath of the trust bundle",
+            signal(),
+            json!({"containers": [server(json!({"volumeMounts": [
+                {"name": "mcptrust-trust", "mountPath": "/etc/ssl/ca.pem", "subPath": "ca.pem"}]}))]}),
+            "volume mcptrust-trust with subPath ca.pem",
+        ),
+        (
+            "several containers, none named",
+            signal(),
+            json!({"containers": [server(json!({})), {"name": "log", "image": "busybox"}]}),
+            "set spec.rotation.container",
+        ),
+        (
+            "the named container is missing",
+            signal_injection(json!({"strategy": "Signal", "container": "api"})),
+            json!({"containers": [server(json!({}))]}),
+            "\"api\" is not a container of this pod (it has server)",
+        ),
+        (
+            "no image",
+            {
+                let mut inj = signal();
+                if let Some(r) = inj.reloader.as_mut() {
+                    r.config.image = None;
+                }
+                inj
+            },
+            json!({"containers": [server(json!({}))]}),
+            "no reloader image is configured",
+        ),
+        (
+            "runAsNonRoot without runAsUser",
+            signal(),
+            json!({"securityContext": {"runAsNonRoot": true}, "containers": [server(json!({}))]}),
+            "set runAsUser",
+        ),
+        (
+            "runAsNonRoot on the container without runAsUser",
+            signal(),
+            json!({"containers": [server(json!({"securityContext": {"runAsNonRoot": true}}))]}),
+            "set runAsUser",
+        ),
+        (
+            "the target sets the target variable itself",
+            signal(),
+            json!({"containers": [server(json!({"env": [{"name": ENV_RELOADER_TARGET, "value": "other"}]}))]}),
+            "sets MCPTRUST_RELOADER_TARGET itself",
+        ),
+    ];
+    for (what, inj, spec, reason) in cases {
+        let obj = pod(spec.clone());
+        let (m, out) = run_pod(&obj, &inj);
+        let got = skipped_reason(&m).unwrap_or_else(|| panic!("{what}: no annotation"));
+        assert!(got.contains(reason), "{what}: {got}");
+        assert!(
+            out.skipped.iter().any(|s| s.contains(reason)),
+            "{what}: warning {:?}",
+            out.skipped
+        );
+        assert!(reloader(&m["spec"]).is_none(), "{what}: no sidecar");
+        for field in ["shareProcessNamespace", "hostPID", "securityContext"] {
+            assert_eq!(m["spec"].get(field), spec.get(field), "{what}: {field}");
+        }
+        for c in m["spec"]["containers"].as_array().expect("containers") {
+            assert_eq!(
+                count_env(c, ENV_RELOADER_TARGET),
+                usize::from(what.starts_with("the target sets")),
+                "{what}"
+            );
+            // The rest of the injection still applies.
+            assert_injected_container(c);
+        }
+        assert_eq!(
+            m["metadata"]["annotations"][ANNOTATION_INJECTED],
+            mcptrust::VERSION,
+            "{what}"
+        );
+    }
+}
+
+/// A recorded reason is not replaced by a re-admission with another outcome, and a pod that
+/// now gets the sidecar loses the stale reason; either way a second pass is empty.
+#[test]
+fn reloader_annotation_does_not_flap() {
+    let mut obj =
+        pod(json!({"hostPID": true, "containers": [{"name": "server", "image": "nginx"}]}));
+    obj["metadata"]["annotations"] =
+        json!({ANNOTATION_RELOADER_SKIPPED: "shareProcessNamespace is false: earlier"});
+    let (m, _) = run_pod(&obj, &signal());
+    assert_eq!(
+        skipped_reason(&m),
+        Some("shareProcessNamespace is false: earlier")
+    );
+    assert!(reloader(&m["spec"]).is_none());
+
+    // The refusal is gone (a fixed template): sidecar added, stale reason removed.
+    obj["spec"].as_object_mut().expect("spec").remove("hostPID");
+    let (m, _) = run_pod(&obj, &signal());
+    assert!(reloader(&m["spec"]).is_some());
+    assert!(skipped_reason(&m).is_none());
+
+    // A pod that already has a sidecar of that name is left as it is.
+    let obj = pod(json!({
+        "shareProcessNamespace": false,
+        "initContainers": [{"name": RELOADER_CONTAINER, "image": "mine", "restartPolicy": "Always"}],
+        "containers": [{"name": "server", "image": "nginx"}]
+    }));
+    let (m, out) = run_pod(&obj, &signal());
+    assert!(out.skipped.is_empty());
+    assert_eq!(m["spec"]["initContainers"], obj["spec"]["initContainers"]);
+    assert_eq!(m["spec"]["shareProcessNamespace"], false);
+    assert!(skipped_reason(&m).is_none());
+}
+
+#[test]
+fn not_signal_means_no_sidecar() {
+    for rotation in [
+        json!({"strategy": "RollingRestart"}),
+        json!({"strategy": "None"}),
+    ] {
+        let inj = signal_injection(rotation.clone());
+        assert!(inj.reloader.is_none(), "{rotation}");
+        let (m, _) = run_pod(
+            &pod(json!({"containers": [{"name": "server", "image": "nginx"}]})),
+            &inj,
+        );
+        assert!(reloader(&m["spec"]).is_none());
+        assert!(m["spec"].get("shareProcessNamespace").is_none());
+        assert!(env(&m["spec"]["containers"][0], ENV_RELOADER_TARGET).is_none());
+    }
+    // Pods no McpServer selects: none either.
+    let (m, _) = run_pod(
+        &pod(json!({"containers": [{"name": "server", "image": "nginx"}]})),
+        &defaults(),
+    );
+    assert!(reloader(&m["spec"]).is_none());
+}
+
+#[test]
+fn signal_templates_of_every_kind_get_the_sidecar() {
+    for (kind, api, ptr) in [
+        ("Deployment", "apps/v1", "/spec/template"),
+        ("StatefulSet", "apps/v1", "/spec/template"),
+        ("DaemonSet", "apps/v1", "/spec/template"),
+        ("ReplicaSet", "apps/v1", "/spec/template"),
+        ("Job", "batch/v1", "/spec/template"),
+        ("CronJob", "batch/v1", "/spec/jobTemplate/spec/template"),
+    ] {
+        let obj = workload(kind, api);
+        let (m, _) = run(&obj, &signal());
+        let t = m.pointer(ptr).expect("template");
+        let r = reloader(&t["spec"]).unwrap_or_else(|| panic!("{kind}: sidecar"));
+        assert_eq!(r["restartPolicy"], "Always", "{kind}");
+        assert_eq!(t["spec"]["shareProcessNamespace"], true, "{kind}");
+        assert_eq!(
+            env(&t["spec"]["containers"][0], ENV_RELOADER_TARGET),
+            Some("server"),
+            "{kind}"
+        );
+        assert_eq!(m["metadata"], obj["metadata"], "{kind}");
+        match kind {
+            "Deployment" => drop(serde_json::from_value::<Deployment>(m).expect(kind)),
+            "StatefulSet" => drop(serde_json::from_value::<StatefulSet>(m).expect(kind)),
+            "DaemonSet" => drop(serde_json::from_value::<DaemonSet>(m).expect(kind)),
+            "ReplicaSet" => drop(serde_json::from_value::<ReplicaSet>(m).expect(kind)),
+            "Job" => drop(serde_json::from_value::<Job>(m).expect(kind)),
+            _ => drop(serde_json::from_value::<CronJob>(m).expect(kind)),
+        }
+    }
+}
+
+/// The webhook reads the injector's view of the object: the fields the sidecar's
+/// decisions read are in it, so the view gives the same patch as the whole object.
+#[test]
+fn the_view_keeps_what_the_reloader_reads() {
+    let obj = pod(json!({
+        "securityContext": {"runAsUser": 1000, "fsGroup": 2000},
+        "hostPID": false,
+        "containers": [{"name": "server", "image": "nginx", "ports": [{"containerPort": 8443}],
+                        "securityContext": {"runAsUser": 101, "runAsGroup": 101}}]
+    }));
+    let view = mcptrust::inject::view::object_view(&obj).expect("view");
+    // Of the security contexts, only the user fields are kept.
+    assert_eq!(view["spec"]["securityContext"], json!({"runAsUser": 1000}));
+    assert_eq!(view["spec"]["hostPID"], false);
+    assert!(view["spec"]["containers"][0].get("ports").is_none());
+    let whole = inject(&obj, &signal()).expect("inject");
+    let viewed = inject(&view, &signal()).expect("inject");
+    assert_eq!(whole.patch, viewed.patch);
+    for refused in [
+        json!({"shareProcessNamespace": false}),
+        json!({"hostPID": true}),
+    ] {
+        let mut obj = obj.clone();
+        obj["spec"]
+            .as_object_mut()
+            .expect("spec")
+            .extend(refused.as_object().expect("object").clone());
+        let view = mcptrust::inject::view::object_view(&obj).expect("view");
+        assert_eq!(
+            inject(&obj, &signal()).expect("inject").patch,
+            inject(&view, &signal()).expect("inject").patch,
+            "{refused}"
+        );
+    }
+}

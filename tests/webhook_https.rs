@@ -435,3 +435,121 @@ async fn admin_port_serves_plain_http_until_shutdown() {
     server.await.unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A webhook serving the `Signal` McpServer of examples/mcpserver-signal.yaml (container
+/// `mcp-host`), with the reloader image
+/// configured as the chart configures it.
+async fn signal_setup() -> (TestCa, tempfile::TempDir, TestServer) {
+    let ca = TestCa::new("mcptrust test CA");
+    let (dir, files) = TlsFiles::temp_with(&ca.leaf(1002));
+    let text = std::fs::read_to_string("examples/mcpserver-signal.yaml").unwrap();
+    let server: mcptrust::api::McpServer = serde_saphyr::from_str(&text).unwrap();
+    let mut config = InjectConfig::embedded_default();
+    config.reloader.image = Some("registry.example/mcptrust:0.1.0".into());
+    let mutator = Arc::new(StaticMutator::new(&config, Some(&server)));
+    let (server, _) = TestServer::start_default(&files, mutator).await;
+    (ca, dir, server)
+}
+
+/// The API server's pod (tests/fixtures/admission/pod-typical.json: two containers, an
+/// init container, the pod's runAsUser 10001 with runAsNonRoot) and its AdmissionReview.
+fn typical_review(edit: impl FnOnce(&mut Value)) -> (Value, Value) {
+    let text = std::fs::read_to_string("tests/fixtures/admission/pod-typical.json").unwrap();
+    let mut review: Value = serde_json::from_str(&text).unwrap();
+    edit(&mut review["request"]["object"]);
+    (review["request"]["object"].clone(), review)
+}
+
+async fn admit(s: &(TestCa, tempfile::TempDir, TestServer), review: &Value) -> Value {
+    let (reply, _) = post_review(s.2.addr, &s.0.pem, Proto::Http1, review).await;
+    let resp = response(&reply);
+    assert_eq!(resp["allowed"], true, "{resp}");
+    resp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_pod_gets_the_reloader_sidecar_over_https() {
+    let s = signal_setup().await;
+    let (original, review) = typical_review(|_| {});
+    let resp = admit(&s, &review).await;
+    let mut patched = original.clone();
+    json_patch::patch(&mut patched, &decode_patch(&resp)).expect("the patch applies");
+    let spec = &patched["spec"];
+    assert_eq!(spec["shareProcessNamespace"], true);
+    let init = spec["initContainers"].as_array().expect("initContainers");
+    let sidecar = init.last().expect("sidecar");
+    assert_eq!(sidecar["name"], "mcptrust-reloader");
+    assert_eq!(sidecar["restartPolicy"], "Always");
+    assert_eq!(sidecar["image"], "registry.example/mcptrust:0.1.0");
+    assert_eq!(
+        sidecar["ports"],
+        json!([{"name": "mcptrust-reload", "containerPort": 9899}])
+    );
+    assert_eq!(sidecar["securityContext"]["runAsUser"], 10001);
+    assert_eq!(sidecar["securityContext"]["runAsNonRoot"], true);
+    // No mTLS in this McpServer: only the trust directory is watched.
+    assert_eq!(
+        sidecar["args"],
+        json!([
+            "reload",
+            "--log-format",
+            "json",
+            "--watch",
+            "/etc/mcptrust/trust",
+            "--signal",
+            "SIGHUP",
+            "--container",
+            "mcp-host",
+            "--admin-addr",
+            "0.0.0.0:9899"
+        ])
+    );
+    assert_eq!(
+        env_value(&spec["containers"][0], "MCPTRUST_RELOADER_TARGET"),
+        Some("mcp-host")
+    );
+    assert_eq!(
+        env_value(&spec["containers"][1], "MCPTRUST_RELOADER_TARGET"),
+        None
+    );
+    // The result is a valid Pod, and admitting it again changes nothing.
+    let _: k8s_openapi::api::core::v1::Pod = serde_json::from_value(patched.clone()).unwrap();
+    let mut again = review.clone();
+    again["request"]["object"] = patched;
+    let resp = admit(&s, &again).await;
+    assert!(resp.get("patch").is_none(), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_process_namespace_false_is_annotated_not_overridden_over_https() {
+    let s = signal_setup().await;
+    let (original, review) = typical_review(|pod| {
+        pod["spec"]["shareProcessNamespace"] = json!(false);
+    });
+    let resp = admit(&s, &review).await;
+    let warnings = resp["warnings"].to_string();
+    assert!(
+        warnings.contains("shareProcessNamespace is false"),
+        "{warnings}"
+    );
+    let mut patched = original.clone();
+    json_patch::patch(&mut patched, &decode_patch(&resp)).expect("the patch applies");
+    assert_eq!(patched["spec"]["shareProcessNamespace"], false);
+    assert_eq!(
+        patched["spec"]["initContainers"].as_array().map(Vec::len),
+        original["spec"]["initContainers"].as_array().map(Vec::len),
+        "no sidecar"
+    );
+    let reason = patched["metadata"]["annotations"]["mcptrust.io/reloader-skipped"]
+        .as_str()
+        .expect("reason");
+    assert!(
+        reason.starts_with("shareProcessNamespace is false"),
+        "{reason}"
+    );
+    assert_eq!(
+        env_value(&patched["spec"]["containers"][0], "SSL_CERT_FILE"),
+        Some("/etc/mcptrust/trust/ca-bundle.pem"),
+        "the rest of the injection applies"
+    );
+}

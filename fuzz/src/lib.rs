@@ -100,6 +100,19 @@ impl Harness {
                 not_after: None,
             },
         ];
+        // `spec.rotation.strategy: Signal`: the reloader sidecar, whose decisions read
+        // the pod's security settings (kept by the view).
+        let reloader = mcptrust::inject::ReloaderConfig {
+            image: Some("ghcr.io/mcptrust/mcptrust:0.1.0".to_owned()),
+            ..Default::default()
+        };
+        server.reloader = Some(mcptrust::inject::ReloaderPlan {
+            signal: mcptrust::api::ReloadSignal::Sighup,
+            container: None,
+            process_name: None,
+            handles_signal: false,
+            config: reloader,
+        });
         Self {
             mutators: vec![
                 ("default", Box::new(default)),

@@ -152,6 +152,86 @@ pub struct InjectConfig {
     /// How the controller's egress NetworkPolicies reach the proxy and the cluster DNS
     /// (McpServers with `spec.egress`).
     pub egress: EgressConfig,
+    /// The `mcptrust-reloader` sidecar injected into pods of McpServers with
+    /// `spec.rotation.strategy: Signal`.
+    pub reloader: ReloaderConfig,
+}
+
+/// The `mcptrust-reloader` sidecar's settings (the config's `reloader` section). The
+/// chart fills `image` and `imagePullPolicy` with its own image; without an image the
+/// webhook injects no sidecar and says so on the pod ([`crate::api::reloader::ANNOTATION_RELOADER_SKIPPED`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ReloaderConfig {
+    /// The mcptrust image the sidecar runs (`repository:tag` or `repository@digest`).
+    pub image: Option<String>,
+    /// The sidecar's `imagePullPolicy` (`Always`, `IfNotPresent`, `Never`); unset leaves
+    /// the API server's default.
+    pub image_pull_policy: Option<String>,
+    /// The sidecar's admin port (`/livez`, `/readyz`, `/metrics`, `/status`) on the pod IP,
+    /// named [`crate::api::reloader::RELOADER_PORT_NAME`] (default
+    /// [`crate::api::reloader::RELOADER_ADMIN_PORT`], 9899). It must not clash with the server's ports.
+    pub admin_port: u16,
+    /// The sidecar's resources, as Kubernetes quantities (default requests cpu `5m`, memory
+    /// `16Mi`; limits memory `64Mi`).
+    pub resources: ReloaderResources,
+}
+
+impl Default for ReloaderConfig {
+    fn default() -> Self {
+        Self {
+            image: None,
+            image_pull_policy: None,
+            admin_port: crate::api::reloader::RELOADER_ADMIN_PORT,
+            resources: ReloaderResources::default(),
+        }
+    }
+}
+
+/// A container's `resources` (`requests` and `limits`, resource name to quantity, e.g.
+/// `cpu: 5m`, `memory: 16Mi`); the API server validates the quantities.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReloaderResources {
+    /// Requests, e.g. `{cpu: 5m, memory: 16Mi}`.
+    #[serde(default)]
+    pub requests: std::collections::BTreeMap<String, String>,
+    /// Limits, e.g. `{memory: 64Mi}`.
+    #[serde(default)]
+    pub limits: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ReloaderResources {
+    fn default() -> Self {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        Self {
+            requests: map(&[("cpu", "5m"), ("memory", "16Mi")]),
+            limits: map(&[("memory", "64Mi")]),
+        }
+    }
+}
+
+/// The sidecar to inject for an McpServer with `spec.rotation.strategy: Signal`
+/// ([`Injection::reloader`]): what `spec.rotation` says, and the operator's
+/// [`ReloaderConfig`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloaderPlan {
+    /// The signal to send (`spec.rotation.signal`, default SIGHUP).
+    pub signal: crate::api::ReloadSignal,
+    /// The server's container (`spec.rotation.container`); `None` means the pod's only
+    /// container.
+    pub container: Option<String>,
+    /// `spec.rotation.processName`: a regular expression on the target's command line.
+    pub process_name: Option<String>,
+    /// `spec.rotation.handlesSignal`: the target handles the signal (needed for Go).
+    pub handles_signal: bool,
+    /// The operator's sidecar settings.
+    pub config: ReloaderConfig,
 }
 
 /// Pod annotation: the egress mode (`Enforce` or `Audit`) of the McpServer whose
@@ -237,6 +317,7 @@ impl Default for InjectConfig {
             extra_env: Vec::new(),
             default_trust: DefaultTrust::default(),
             egress: EgressConfig::default(),
+            reloader: ReloaderConfig::default(),
         }
     }
 }
@@ -320,6 +401,9 @@ pub struct Injection {
     /// The McpServer's egress mode (`Enforce` or `Audit`), for [`ANNOTATION_EGRESS_MODE`];
     /// `None` when no `spec.egress` applies.
     pub egress_mode: Option<String>,
+    /// The `mcptrust-reloader` sidecar to inject, when the McpServer's
+    /// `spec.rotation.strategy` is `Signal`.
+    pub reloader: Option<ReloaderPlan>,
 }
 
 /// A `kubernetes.io/tls` Secret mounted as a directory (`tls.crt`, `tls.key`, `ca.crt`).
@@ -347,7 +431,8 @@ impl Injection {
     /// Merges the operator defaults with an McpServer (when one selects the pod):
     /// its shared trust ConfigMap (`mcptrust-trust-<key>`, [`crate::api::trust_config_map_name`]) and bundle hash from status, its
     /// `spec.proxy` fields over the defaults, its `spec.env` after the config's
-    /// `extraEnv`, and its `spec.egress.mode` for the egress-mode annotation.
+    /// `extraEnv`, its `spec.egress.mode` for the egress-mode annotation, and, with
+    /// `spec.rotation.strategy: Signal`, the reloader sidecar ([`ReloaderPlan`]).
     pub fn resolve(config: &InjectConfig, server: Option<&McpServer>) -> Self {
         let mut out = Self {
             mount_path: config.mount_path.clone(),
@@ -361,6 +446,7 @@ impl Injection {
             mcp_server: None,
             tls_mounts: Vec::new(),
             egress_mode: None,
+            reloader: None,
         };
         let Some(server) = server else { return out };
         let name = server.metadata.name.clone().unwrap_or_default();
@@ -388,6 +474,18 @@ impl Injection {
             crate::api::EgressMode::Enforce => "Enforce".to_string(),
             crate::api::EgressMode::Audit => "Audit".to_string(),
         });
+        out.reloader = server
+            .spec
+            .rotation
+            .as_ref()
+            .filter(|r| r.strategy == crate::api::RotationStrategy::Signal)
+            .map(|r| ReloaderPlan {
+                signal: r.signal_or_default(),
+                container: r.container.clone(),
+                process_name: r.process_name.clone(),
+                handles_signal: r.handles_signal.unwrap_or(false),
+                config: config.reloader.clone(),
+            });
         for e in &server.spec.env {
             out.extra_env.retain(|x| x.name != e.name);
             out.extra_env.push(EnvPair {

@@ -10,6 +10,7 @@ pub mod manifest;
 mod noproxy;
 mod ops;
 mod patch;
+mod reloader;
 pub mod view;
 
 pub use config::*;

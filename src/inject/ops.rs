@@ -65,6 +65,9 @@ pub(crate) enum Val {
     Annotations(Vec<(String, String)>),
     /// `{"annotations":{key: value, …}}`, keys sorted and unique.
     Metadata(Vec<(String, String)>),
+    /// Any JSON value, written as `serde_json` writes it (the reloader sidecar, a flag):
+    /// for the rare values that are not worth a typed variant.
+    Json(Box<Value>),
 }
 
 /// A read-only volume mount.
@@ -131,6 +134,15 @@ impl Patch {
     /// Appends `{"op":"replace"}` at the encoded pointer `path`.
     pub(crate) fn replace(&mut self, path: String, value: Val) {
         self.ops.push(Op::Replace { path, value });
+    }
+
+    /// Appends `{"op":"remove"}` at the encoded pointer `path`.
+    pub(crate) fn remove(&mut self, path: String) {
+        self.ops.push(Op::Json(PatchOperation::Remove(
+            json_patch::RemoveOperation {
+                path: parsed_pointer(&path),
+            },
+        )));
     }
 
     /// The number of operations.
@@ -389,6 +401,7 @@ impl Serialize for ValRef<'_> {
                 map.serialize_entry("annotations", &Pairs(pairs))?;
                 map.end()
             }
+            Val::Json(value) => value.serialize(serializer),
         }
     }
 }
@@ -439,6 +452,11 @@ mod tests {
         let pairs = Val::annotations(&[("b", "2".into()), ("a/~", "1".into()), ("b", "3".into())]);
         patch.replace(pointer([]), Val::Annotations(pairs.clone()));
         patch.add(pointer(["metadata"]), Val::Metadata(pairs));
+        patch.add(
+            path(),
+            Val::Json(Box::new(json!({"b": [true, 1], "a": null}))),
+        );
+        patch.remove(pointer(["metadata", "annotations", "a/~"]));
 
         let expected = json!([
             {"op": "add", "path": "/spec/a~1b~0c/-", "value": "x\n"},
@@ -452,6 +470,8 @@ mod tests {
             {"op": "add", "path": "/spec/a~1b~0c/-", "value": [{"name": "A", "value": "1"}, {"name": "B\"", "value": "é\u{1}"}]},
             {"op": "replace", "path": "", "value": {"b": "3", "a/~": "1"}},
             {"op": "add", "path": "/metadata", "value": {"annotations": {"b": "3", "a/~": "1"}}},
+            {"op": "add", "path": "/spec/a~1b~0c/-", "value": {"b": [true, 1], "a": null}},
+            {"op": "remove", "path": "/metadata/annotations/a~1~0"},
         ]);
         let reference: json_patch::Patch = serde_json::from_value(expected).unwrap();
         let mut written = Vec::new();
@@ -473,7 +493,7 @@ mod tests {
         assert_eq!(buf, b"[]");
         assert_eq!(patch.to_json_patch(), reference);
         assert_eq!(Patch::from(reference.clone()), patch);
-        assert_eq!(patch.len(), 9);
+        assert_eq!(patch.len(), 11);
     }
 
     #[test]

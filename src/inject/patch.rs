@@ -8,9 +8,15 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::ops::{Mount, Patch, Val, pointer};
+use super::reloader::{self, Decision};
 use super::{
     CaFileKind, EnvBlock, InjectError, Injection, Outcome, SYSTEM_TRUST_PATHS, build_no_proxy,
 };
+use crate::api::reloader::{
+    ANNOTATION_RELOAD_DEBOUNCE, ANNOTATION_RELOADER_SKIPPED, ENV_RELOADER_TARGET,
+    RELOADER_CONTAINER,
+};
+use serde_json::json;
 
 /// Annotation: the mcptrust version that injected the pod. Its presence marks the pod as
 /// injected (a ValidatingAdmissionPolicy can require it); the injector is idempotent anyway.
@@ -214,7 +220,12 @@ fn paths_overlap(a: &str, b: &str) -> bool {
 /// spec the ConfigMap volume; into the pod template's annotations
 /// [`ANNOTATION_INJECTED`], [`ANNOTATION_BUNDLE_SHA256`] and, when they apply,
 /// [`ANNOTATION_MCPSERVER`], [`super::ANNOTATION_EGRESS_MODE`], [`ANNOTATION_ENV_OVERRIDDEN`]
-/// and [`ANNOTATION_SKIPPED`].
+/// and [`ANNOTATION_SKIPPED`]. When `inj.reloader` is set (an McpServer with
+/// `spec.rotation.strategy: Signal`), also the `mcptrust-reloader` native sidecar, appended
+/// to `initContainers`, with `shareProcessNamespace: true` (when absent) and
+/// `MCPTRUST_RELOADER_TARGET` in its target; or, when a pod cannot have it, the reason in
+/// `mcptrust.io/reloader-skipped` and [`Outcome::skipped`], the pod otherwise injected as
+/// usual (see `super::reloader::decide`).
 ///
 /// Guarantees:
 /// - a name the container already sets is never changed (it is recorded instead);
@@ -385,6 +396,30 @@ pub fn inject_with_env(
         }
     }
 
+    // The reloader sidecar (`spec.rotation.strategy: Signal`): decided before the
+    // containers are patched, since its target gets one more variable.
+    let server_tls = tls
+        .iter()
+        .copied()
+        .find(|t| t.mount_path.trim_end_matches('/') == super::SERVER_TLS_MOUNT_PATH);
+    let reloader = match &inj.reloader {
+        None => None,
+        Some(_) if !volume_ok => Some(Decision::Refused(format!(
+            "the trust volume {:?} could not be injected (see {ANNOTATION_SKIPPED})",
+            inj.volume_name
+        ))),
+        Some(plan) => {
+            let mut watched = vec![inj.volume_name.as_str()];
+            watched.extend(server_tls.map(|t| t.volume_name.as_str()));
+            Some(reloader::decide(spec, plan, &watched))
+        }
+    };
+    let target_index = match &reloader {
+        Some(Decision::Inject { index, .. }) => Some(*index),
+        _ => None,
+    };
+    let mut target_injected = false;
+
     let env = env.shared();
     let mount_path = inj.mount_path.trim_end_matches('/');
     if volume_ok {
@@ -397,6 +432,11 @@ pub fn inject_with_env(
                     return Err(malformed(&format!("spec.{list}[{i}]"), "an object"));
                 }
                 let cname = c.get("name").and_then(Value::as_str).unwrap_or("?");
+                // The injected sidecar mounts what it needs itself, and needs no env.
+                if list == "initContainers" && cname == RELOADER_CONTAINER && reloader.is_some() {
+                    continue;
+                }
+                let is_target = list == "containers" && target_index == Some(i);
                 let idx = i.to_string();
                 let ctoks = || base.iter().copied().chain(["spec", list, idx.as_str()]);
                 let mounts =
@@ -505,6 +545,7 @@ pub fn inject_with_env(
                 if !mine_overridden.is_empty() {
                     overridden.push(format!("{cname}: {}", mine_overridden.join(",")));
                 }
+                let env_exists = cenv.is_some() || !new_env.is_empty();
                 push_all(
                     &mut ops,
                     ctoks().chain(["env"]),
@@ -513,8 +554,72 @@ pub fn inject_with_env(
                     Val::Env,
                     Val::Envs,
                 );
+                if is_target {
+                    target_injected = true;
+                    if let Some(Decision::Inject {
+                        has_env: false,
+                        name,
+                        ..
+                    }) = &reloader
+                    {
+                        let var = json!({"name": ENV_RELOADER_TARGET, "value": name});
+                        push_json(&mut ops, ctoks().chain(["env"]), env_exists, var);
+                    }
+                }
             }
         }
+    }
+
+    // The sidecar itself, once its target has its mounts and variable.
+    let reloader = match reloader {
+        Some(Decision::Inject { name, .. }) if !target_injected => Some(Decision::Refused(
+            format!("container {name} was not injected (see {ANNOTATION_SKIPPED})"),
+        )),
+        other => other,
+    };
+    let mut reloader_skipped: Option<String> = None;
+    let mut remove_reloader_skipped = false;
+    match (&reloader, &inj.reloader) {
+        (
+            Some(Decision::Inject {
+                name,
+                run_as_user,
+                run_as_group,
+                ..
+            }),
+            Some(plan),
+        ) => {
+            let debounce = annotations
+                .get(ANNOTATION_RELOAD_DEBOUNCE)
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            let container = reloader::sidecar(
+                plan,
+                name,
+                (&inj.volume_name, mount_path),
+                server_tls,
+                debounce,
+                *run_as_user,
+                *run_as_group,
+            );
+            let spec_toks = || base.iter().copied().chain(["spec"]);
+            let init_exists = opt_array(spec, "initContainers", "spec.initContainers")?.is_some();
+            push_json(
+                &mut ops,
+                spec_toks().chain(["initContainers"]),
+                init_exists,
+                container,
+            );
+            if spec.get("shareProcessNamespace").is_none_or(Value::is_null) {
+                ops.add(
+                    pointer(spec_toks().chain(["shareProcessNamespace"])),
+                    Val::Json(Box::new(Value::Bool(true))),
+                );
+            }
+            // A reason left by an earlier admission of this template no longer holds.
+            remove_reloader_skipped = annotations.contains_key(ANNOTATION_RELOADER_SKIPPED);
+        }
+        (Some(Decision::Refused(reason)), _) => reloader_skipped = Some(reason.clone()),
+        _ => {}
     }
 
     // Annotations on the pod template.
@@ -552,10 +657,23 @@ pub fn inject_with_env(
     if !skipped.is_empty() {
         want.push((ANNOTATION_SKIPPED, skipped.join("; ")));
     }
+    // Only added: a reason already recorded stays, so that re-admissions do not flap.
+    if let Some(reason) = &reloader_skipped
+        && !annotations.contains_key(ANNOTATION_RELOADER_SKIPPED)
+    {
+        want.push((ANNOTATION_RELOADER_SKIPPED, reason.clone()));
+    }
     let want: Vec<(&str, String)> = want
         .into_iter()
         .filter(|(k, v)| annotations.get(k) != Some(&v.as_str()))
         .collect();
+    if remove_reloader_skipped {
+        ops.remove(pointer(base.iter().copied().chain([
+            "metadata",
+            "annotations",
+            ANNOTATION_RELOADER_SKIPPED,
+        ])));
+    }
     if !want.is_empty() {
         let meta_toks = || base.iter().copied().chain(["metadata"]);
         if meta.is_none() {
@@ -577,6 +695,9 @@ pub fn inject_with_env(
         }
     }
 
+    if let Some(reason) = reloader_skipped {
+        skipped.push(format!("pod: no {RELOADER_CONTAINER} sidecar: {reason}"));
+    }
     ops.set_env(env);
     Ok(Outcome {
         patch: ops,
@@ -604,6 +725,23 @@ fn push_all<'a, T>(
     } else {
         ops.add(pointer(tokens), all(items));
     }
+}
+
+/// Appends one JSON `item` to the array at `tokens` ([`push_all`] of one [`Val::Json`]).
+fn push_json<'a>(
+    ops: &mut Patch,
+    tokens: impl Iterator<Item = &'a str> + Clone,
+    exists: bool,
+    item: Value,
+) {
+    push_all(
+        ops,
+        tokens,
+        exists,
+        vec![item],
+        |v| Val::Json(Box::new(v)),
+        |all| Val::Json(Box::new(Value::Array(all))),
+    );
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@
 //! - `apiVersion`, `kind`;
 //! - `metadata.{name, generateName, namespace, labels, annotations}`;
 //! - `spec.volumes`, whole;
+//! - `spec.{shareProcessNamespace, hostPID}` and `securityContext.{runAsUser, runAsGroup,
+//!   runAsNonRoot}` of the pod and of each container (the reloader sidecar's refusals and
+//!   its user);
 //! - `spec.{containers, initContainers}[*].{name, env, volumeMounts}`;
 //! - `spec.template` and `spec.jobTemplate` (a workload's pod template, a CronJob's Job
 //!   template), by these same rules.
@@ -46,13 +49,15 @@ enum Shape {
     Object,
     /// Object metadata: name, generateName, namespace, labels, annotations.
     Meta,
-    /// A pod spec or a workload spec: containers, initContainers, volumes, template,
-    /// jobTemplate.
+    /// A pod spec or a workload spec: containers, initContainers, volumes,
+    /// shareProcessNamespace, hostPID, securityContext, template, jobTemplate.
     Spec,
     /// An array of containers, each as [`Shape::Container`].
     Containers,
-    /// A container: name, env, volumeMounts.
+    /// A container: name, env, volumeMounts, securityContext (as [`Shape::RunAs`]).
     Container,
+    /// A pod's or container's securityContext: runAsUser, runAsGroup, runAsNonRoot.
+    RunAs,
 }
 
 impl Shape {
@@ -84,7 +89,8 @@ impl Shape {
             },
             Shape::Spec => match key {
                 "containers" | "initContainers" => Some(Shape::Containers),
-                "volumes" => Some(Shape::All),
+                "volumes" | "shareProcessNamespace" | "hostPID" => Some(Shape::All),
+                "securityContext" => Some(Shape::RunAs),
                 // A workload's pod template, and a CronJob's Job template: both hold
                 // `metadata` and `spec`.
                 "template" | "jobTemplate" => Some(Shape::Object),
@@ -93,6 +99,11 @@ impl Shape {
             Shape::Containers => Some(Shape::All),
             Shape::Container => match key {
                 "name" | "env" | "volumeMounts" => Some(Shape::All),
+                "securityContext" => Some(Shape::RunAs),
+                _ => None,
+            },
+            Shape::RunAs => match key {
+                "runAsUser" | "runAsGroup" | "runAsNonRoot" => Some(Shape::All),
                 _ => None,
             },
         }

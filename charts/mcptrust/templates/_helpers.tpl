@@ -148,6 +148,8 @@ out so that the operator's defaults apply. */}}
 {{- with $p.clusterDomain }}{{ $_ := set $proxy "clusterDomain" . }}{{ end }}
 {{- $i := .Values.injection }}
 {{- $defaultTrust := dict "extraCasPem" (include "mcptrust.extraCAs" .) "includeSystemRoots" .Values.trust.includeSystemRoots }}
-{{- $cfg := dict "mountPath" $i.mountPath "volumeName" $i.volumeName "trustConfigMap" $i.trustConfigMap "proxy" $proxy "caVariables" $i.caVariables "overlaySystemTrust" $i.overlaySystemTrust "extraEnv" $i.extraEnv "defaultTrust" $defaultTrust }}
+{{- /* The reloader sidecar runs this chart's own image, as the operator Deployment does. */}}
+{{- $reloader := dict "image" (include "mcptrust.image" .) "imagePullPolicy" .Values.image.pullPolicy "adminPort" .Values.reloader.adminPort "resources" .Values.reloader.resources }}
+{{- $cfg := dict "mountPath" $i.mountPath "volumeName" $i.volumeName "trustConfigMap" $i.trustConfigMap "proxy" $proxy "caVariables" $i.caVariables "overlaySystemTrust" $i.overlaySystemTrust "extraEnv" $i.extraEnv "defaultTrust" $defaultTrust "reloader" $reloader }}
 {{- toYaml $cfg }}
 {{- end }}
