@@ -199,7 +199,10 @@ pub fn evaluate(server: &McpServer, report: &ProbeReport, now: i64) -> Evaluatio
         peer: leaf.map(|c| PeerCertificate {
             subject: c.subject.clone(),
             issuer: c.issuer.clone(),
-            not_after: k8s_openapi::jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%SZ", &c.not_after)
+            // RFC 3339 (`…Z`); jiff's strptime would want an offset directive.
+            not_after: c
+                .not_after
+                .parse::<k8s_openapi::jiff::Timestamp>()
                 .ok()
                 .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
             self_signed: c.self_signed,
@@ -579,6 +582,13 @@ mod tests {
         let fresh = server(json!({}), 1, want.clone());
         let e = evaluate(&fresh, &report("SelfSigned", false, "aa", true), T);
         assert_eq!(e.pin.as_ref().map(|p| p.sha256.as_str()), Some("aa"));
+        let peer = e.endpoint.peer.as_ref().expect("peer");
+        assert_eq!(
+            peer.not_after.as_ref().map(|t| t.0.to_string()).as_deref(),
+            Some("2035-01-01T00:00:00Z"),
+            "the peer's notAfter is read"
+        );
+        assert_eq!(peer.serial.as_deref(), Some("01"));
         assert_eq!(e.condition.reason, "Pinned");
 
         let forged = evaluate(&fresh, &report("UnknownAuthority", false, "bb", false), T);
