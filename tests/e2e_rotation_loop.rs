@@ -322,6 +322,30 @@ fn signal_server(cp: &ControlPlane, ns: &str, port: u16, signal: &str) {
     }));
 }
 
+/// Bumps the generation with `signal` ([`signal_server`]), waits for `RotationReady`
+/// `status`/`reason`, and checks that its message holds each of `needles`; returns the
+/// McpServer.
+#[allow(clippy::too_many_arguments)]
+fn rotation_step(
+    cp: &ControlPlane,
+    op: &Supervised,
+    ns: &str,
+    port: u16,
+    signal: &str,
+    status: &str,
+    reason: &str,
+    needles: &[&str],
+) -> Value {
+    signal_server(cp, ns, port, signal);
+    let s = wait_condition(cp, op, ns, "gw", "RotationReady", status, Some(reason));
+    let c = condition(&s, "RotationReady");
+    let message = c["message"].as_str().unwrap();
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
+    s
+}
+
 fn rotation_ready_reads_the_reloader_sidecars(
     cp: &ControlPlane,
     rt: &tokio::runtime::Runtime,
@@ -385,17 +409,11 @@ fn rotation_ready_reads_the_reloader_sidecars(
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let step = |signal: &str, status: &str, reason: &str, needles: &[&str]| {
+        rotation_step(cp, op, ns, closed, signal, status, reason, needles)
+    };
     // No change yet.
-    signal_server(cp, ns, closed, "SIGHUP");
-    let s = wait_condition(cp, op, ns, "gw", "RotationReady", "True", Some("Watching"));
-    assert!(
-        condition(&s, "RotationReady")["message"]
-            .as_str()
-            .unwrap()
-            .contains("1 pod(s)"),
-        "{:#}",
-        s["status"]
-    );
+    step("SIGHUP", "True", "Watching", &["1 pod(s)"]);
     let hash = |cp: &ControlPlane| {
         cp.get_json(&["-n", ns, "deployment", "gw"])["spec"]["template"]["metadata"]["annotations"]
             ["mcptrust.io/rotation-hash"]
@@ -416,23 +434,11 @@ fn rotation_ready_reads_the_reloader_sidecars(
         signals_sent: 1,
         ..Default::default()
     };
-    signal_server(cp, ns, closed, "SIGUSR1");
-    let s = wait_condition(
-        cp,
-        op,
-        ns,
-        "gw",
-        "RotationReady",
+    let s = step(
+        "SIGUSR1",
         "False",
-        Some("SignalKilledTarget"),
-    );
-    let message = condition(&s, "RotationReady")["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains("gw-0") && message.contains("PID 31"),
-        "{message}"
+        "SignalKilledTarget",
+        &["gw-0", "PID 31"],
     );
     wait_until_or(
         WAIT,
@@ -462,23 +468,11 @@ fn rotation_ready_reads_the_reloader_sidecars(
         needs_fallback: true,
         ..Default::default()
     };
-    signal_server(cp, ns, closed, "SIGUSR2");
-    let s = wait_condition(
-        cp,
-        op,
-        ns,
-        "gw",
-        "RotationReady",
+    step(
+        "SIGUSR2",
         "False",
-        Some("SignalHandlingUnknown"),
-    );
-    let message = condition(&s, "RotationReady")["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains("gw-0") && message.contains("handlesSignal"),
-        "{message}"
+        "SignalHandlingUnknown",
+        &["gw-0", "handlesSignal"],
     );
 
     // A pod the webhook left without a sidecar.
@@ -490,23 +484,11 @@ fn rotation_ready_reads_the_reloader_sidecars(
         "gw-0",
         &format!("{ANNOTATION_RELOADER_SKIPPED}=shareProcessNamespace is false"),
     ]);
-    signal_server(cp, ns, closed, "SIGHUP");
-    let s = wait_condition(
-        cp,
-        op,
-        ns,
-        "gw",
-        "RotationReady",
+    step(
+        "SIGHUP",
         "False",
-        Some("ReloaderMissing"),
-    );
-    let message = condition(&s, "RotationReady")["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains("shareProcessNamespace is false"),
-        "{message}"
+        "ReloaderMissing",
+        &["gw-0", "shareProcessNamespace is false"],
     );
     let describe = cp.kubectl(&["-n", ns, "describe", "mcps", "gw"]);
     assert!(
