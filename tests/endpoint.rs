@@ -404,8 +404,12 @@ async fn a_signal_mcpserver_reads_its_reloaders_at_the_probe_and_applies_the_fal
             .is_string()
     );
     roll.echo();
-    let (_, reason, _) = api.expect_event("agents").await;
+    let (_, reason, note) = api.expect_event("agents").await;
     assert_eq!(reason, "RollingRestart");
+    assert!(
+        note.contains("could not signal the server safely"),
+        "{note}"
+    );
     for kind in ["statefulsets", "daemonsets"] {
         api.expect(
             Method::GET,

@@ -819,14 +819,15 @@ async fn certificates(
 }
 
 /// Rolls the Deployments, StatefulSets and DaemonSets whose pod templates `selector`
-/// selects, by applying [`build::ANNOTATION_ROTATION_HASH`] = `hash`. Returns the
-/// restarted workloads as `Kind/name`.
+/// selects, by applying [`build::ANNOTATION_ROTATION_HASH`] = `hash`, each with a
+/// `RollingRestart` Event that says `why`. Returns the restarted workloads as `Kind/name`.
 async fn rolling_restart(
     ctx: &Context,
     server: &McpServer,
     ns: &str,
     selector: &LabelSelector,
     hash: &str,
+    why: &str,
 ) -> Result<Vec<String>> {
     let mut restarted = Vec::new();
     macro_rules! roll {
@@ -847,7 +848,9 @@ async fn rolling_restart(
                     .as_ref()
                     .and_then(|m| m.annotations.as_ref())
                     .and_then(|a| a.get(build::ANNOTATION_ROTATION_HASH).cloned());
-                if !crate::api::selector_matches(selector, &labels) || current.as_deref() == Some(hash) {
+                if !crate::api::selector_matches(selector, &labels)
+                    || current.as_deref() == Some(hash)
+                {
                     continue;
                 }
                 let wname = w.name_any();
@@ -862,7 +865,7 @@ async fn rolling_restart(
                     Some(w.object_ref(&())),
                     EventType::Normal,
                     "RollingRestart",
-                    &format!("Restarted {}/{wname}: the trust bundle or certificate changed (rotation hash {hash})", $kind),
+                    &format!("Restarted {}/{wname}: {why} (rotation hash {hash})", $kind),
                 )
                 .await;
                 ctx.metrics.rolling_restart($kind);
@@ -1265,7 +1268,15 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         let old_hash = status_rotation_hash(&old_status);
         // Roll only on a real change of material that pods already had.
         if old_hash.is_some_and(|h| h != new_hash) {
-            let restarted = rolling_restart(&ctx, &server, &ns, selector, &new_hash).await?;
+            let restarted = rolling_restart(
+                &ctx,
+                &server,
+                &ns,
+                selector,
+                &new_hash,
+                "the trust bundle or certificate changed",
+            )
+            .await?;
             if !restarted.is_empty() {
                 tracing::info!(mcpserver = %name, ?restarted, "rolled workloads after rotation");
             }
@@ -1283,7 +1294,12 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             status_rotation_hash(&status),
         )
     {
-        let restarted = rolling_restart(&ctx, &server, &ns, selector, &hash).await?;
+        let why = if serving_stale {
+            "the endpoint still serves the previous certificate past the grace period (spec.rotation.fallback: RollingRestart)"
+        } else {
+            "the mcptrust-reloader could not signal the server safely (spec.rotation.fallback: RollingRestart)"
+        };
+        let restarted = rolling_restart(&ctx, &server, &ns, selector, &hash, why).await?;
         if !restarted.is_empty() {
             tracing::info!(mcpserver = %name, ?restarted, serving_stale, "applied the Signal strategy's fallback: rolled workloads");
         }
