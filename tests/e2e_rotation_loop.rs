@@ -1,12 +1,13 @@
 //! The controller closes the rotation loop (issue 21, step 4), on a real kube-apiserver
 //! (`tests/common/envtest.rs`) with `mcptrust run` out of cluster and its live prober and
 //! live reloader reader:
-//! - an mTLS McpServer whose endpoint is a rustls MCP server on 127.0.0.1 presenting the
-//!   certificate of the McpServer's own Secret is verified; `mcptrust renew` while the
-//!   server keeps the old certificate turns `EndpointVerified` False
-//!   `ServingStaleCertificate` after the grace period (both serials in the message, a
-//!   Warning Event, the metric, `kubectl describe`), and True again once the server
-//!   presents the new certificate;
+//! - an mTLS McpServer (`strategy: Signal`, `fallback: RollingRestart`) whose endpoint is a
+//!   rustls MCP server on 127.0.0.1 presenting the certificate of the McpServer's own
+//!   Secret is verified; `mcptrust renew` while the server keeps the old certificate turns
+//!   `EndpointVerified` False `ServingStaleCertificate` after the grace period (both
+//!   serials in the message, a Warning Event, the metric, `kubectl describe`) and rolls the
+//!   selected Deployment once, and True again once the server presents the new
+//!   certificate;
 //! - `RotationReady` for `strategy: Signal` from a Pod object (its status set through the
 //!   status subresource: `podIP` 127.0.0.1, a `mcptrust-reloader` container with the named
 //!   port) and a plain HTTP server on 127.0.0.1 answering `/status` as the sidecar would:
@@ -158,6 +159,7 @@ fn a_server_that_keeps_the_old_certificate_is_reported_after_the_grace_period(
     let server = rt.block_on(serve_switchable(switch.clone(), |_| {
         common::mcp::streamable_mcp(Answer::Json)
     }));
+    deployment(cp, ns, "lab");
     cp.apply(&json!({
         "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
         "metadata": {"name": "lab", "namespace": ns},
@@ -169,7 +171,8 @@ fn a_server_that_keeps_the_old_certificate_is_reported_after_the_grace_period(
                 "server": {"ipAddresses": ["127.0.0.1"]},
                 "clients": [{"name": "gateway"}],
             },
-            "rotation": {"strategy": "None"},
+            "podSelector": {"matchLabels": {"app": "lab"}},
+            "rotation": {"strategy": "Signal", "fallback": "RollingRestart"},
         },
     }));
     let mut first_sha = None;
@@ -236,7 +239,7 @@ fn a_server_that_keeps_the_old_certificate_is_reported_after_the_grace_period(
         format!("serial {old_serial}"),
         format!("serial {new_serial}"),
         "past the grace period".to_owned(),
-        "rotation strategy None".to_owned(),
+        "see the RotationReady condition".to_owned(),
         format!("notAfter {}", current["notAfter"].as_str().unwrap()),
     ] {
         assert!(message.contains(&needle), "{needle:?} not in {message}");
@@ -265,6 +268,19 @@ fn a_server_that_keeps_the_old_certificate_is_reported_after_the_grace_period(
         1.0,
         "{metrics}"
     );
+    // Signal's fallback rolls the Deployment, once for this certificate.
+    wait_until_or(
+        WAIT,
+        "the fallback's rolling restart",
+        || rotation_hash(cp, ns, "lab").is_string(),
+        || op.tail(40),
+    );
+    let rolled = rotation_hash(cp, ns, "lab");
+    assert_eq!(
+        condition(&stale, "RotationReady")["reason"],
+        "Watching",
+        "no sidecar says why: {status:#}"
+    );
     let describe = cp.kubectl(&["-n", ns, "describe", "mcps", "lab"]);
     assert!(describe.contains("ServingStaleCertificate"), "{describe}");
     assert!(describe.contains(&new_serial), "{describe}");
@@ -290,7 +306,32 @@ fn a_server_that_keeps_the_old_certificate_is_reported_after_the_grace_period(
         new_serial.as_str()
     );
     assert_eq!(warnings(cp, ns, "lab", "ServingStaleCertificate").len(), 1);
+    assert_eq!(rotation_hash(cp, ns, "lab"), rolled, "rolled once");
     drop(server);
+}
+
+/// A Deployment `name` whose pods are labelled `app: <name>` (no controller runs in
+/// envtest: only its template matters, which a rolling restart annotates).
+fn deployment(cp: &ControlPlane, ns: &str, name: &str) {
+    cp.apply(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "server", "image": "nginx"}]},
+            },
+        },
+    }));
+}
+
+/// The `mcptrust.io/rotation-hash` of Deployment `ns/name`'s pod template (`Null` when it
+/// never rolled).
+fn rotation_hash(cp: &ControlPlane, ns: &str, name: &str) -> Value {
+    cp.get_json(&["-n", ns, "deployment", name])["spec"]["template"]["metadata"]["annotations"]
+        ["mcptrust.io/rotation-hash"]
+        .clone()
 }
 
 /// What the fake sidecar answers at `/status`.
@@ -368,19 +409,8 @@ fn rotation_ready_reads_the_reloader_sidecars(
     }));
     let closed = free_port();
 
-    // A Deployment the fallback may roll (no controller runs in envtest: only its template
-    // matters), and its pod as the webhook would have admitted it.
-    cp.apply(&json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "gw", "namespace": ns},
-        "spec": {
-            "selector": {"matchLabels": {"app": "gw"}},
-            "template": {
-                "metadata": {"labels": {"app": "gw"}},
-                "spec": {"containers": [{"name": "server", "image": "nginx"}]},
-            },
-        },
-    }));
+    // A Deployment the fallback may roll, and its pod as the webhook would have admitted it.
+    deployment(cp, ns, "gw");
     cp.apply(&json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "gw-0", "namespace": ns, "labels": {"app": "gw"},
@@ -414,13 +444,8 @@ fn rotation_ready_reads_the_reloader_sidecars(
     };
     // No change yet.
     step("SIGHUP", "True", "Watching", &["1 pod(s)"]);
-    let hash = |cp: &ControlPlane| {
-        cp.get_json(&["-n", ns, "deployment", "gw"])["spec"]["template"]["metadata"]["annotations"]
-            ["mcptrust.io/rotation-hash"]
-            .clone()
-    };
     assert_eq!(
-        hash(cp),
+        rotation_hash(cp, ns, "gw"),
         Value::Null,
         "nothing rolled while the sidecar is fine"
     );
@@ -449,7 +474,7 @@ fn rotation_ready_reads_the_reloader_sidecars(
     wait_until_or(
         WAIT,
         "the fallback's rolling restart",
-        || hash(cp).is_string(),
+        || rotation_hash(cp, ns, "gw").is_string(),
         || op.tail(40),
     );
     // RotationReady is not part of Ready's verdict: Ready names the endpoint's failure.
