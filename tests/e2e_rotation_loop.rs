@@ -258,6 +258,10 @@ fn a_server_that_keeps_the_old_certificate_is_reported_after_the_grace_period(
         "False at {} but the Secret changed at {changed}: {status:#}",
         c["lastTransitionTime"]
     );
+    eprintln!(
+        "ServingStaleCertificate {} s after the Secret changed (grace {GRACE_SECS} s)",
+        ts(&c["lastTransitionTime"]) - changed
+    );
     assert_eq!(condition(&stale, "Ready")["status"], "False");
     let events = warnings(cp, ns, "lab", "ServingStaleCertificate");
     assert_eq!(events.len(), 1, "one Warning Event: {events:#?}");
@@ -300,6 +304,11 @@ fn a_server_that_keeps_the_old_certificate_is_reported_after_the_grace_period(
         "EndpointVerified",
         "True",
         Some("Verified"),
+    );
+    eprintln!(
+        "EndpointVerified True again {} s after it turned ServingStaleCertificate",
+        ts(&condition(&again, "EndpointVerified")["lastTransitionTime"])
+            - ts(&c["lastTransitionTime"])
     );
     assert_eq!(
         again["status"]["endpoint"]["peer"]["serial"],
