@@ -205,8 +205,9 @@ pub struct Aggregate {
 pub const REASON_SIGNAL_KILLED_TARGET: &str = "SignalKilledTarget";
 
 /// Sums up the readings (pod name, [`Reading`]) of the running pods, worst first:
-/// `SignalKilledTarget`, then a last decision `SignalHandlingUnknown` / `SignalNotCaught`
-/// (or any other with `needsFallback`), then `ReloaderMissing` (skipped by the webhook, or
+/// `SignalKilledTarget`, then a last decision with `needsFallback` (named after the
+/// decision: `SignalHandlingUnknown`, `SignalNotCaught`...; `FallbackNeeded` when it has
+/// no usable name), then `ReloaderMissing` (skipped by the webhook, or
 /// no sidecar), then `ReloaderUnreachable`; else True `Reloaded` (some last decision is
 /// `Signal`) or `Watching`. Messages name the pod and say what to do.
 pub fn aggregate(readings: &[(String, Reading)]) -> Aggregate {
@@ -239,9 +240,16 @@ pub fn aggregate(readings: &[(String, Reading)]) -> Aggregate {
     }
     if let Some((pod, s)) = statuses().find(|(_, s)| s.needs_fallback) {
         let decision = s.last_decision.as_ref();
+        // The sidecar's decision names the reason (`SignalHandlingUnknown`,
+        // `SignalNotCaught`, `NoTarget`, `InvalidKeyPair`, `SignalFailed`) when it is a
+        // valid condition reason.
         let reason = decision
             .map(|d| d.decision.as_str())
-            .filter(|r| matches!(*r, "SignalHandlingUnknown" | "SignalNotCaught"))
+            .filter(|r| {
+                r.starts_with(|c: char| c.is_ascii_uppercase())
+                    && r.len() <= 64
+                    && r.chars().all(|c| c.is_ascii_alphanumeric())
+            })
             .unwrap_or("FallbackNeeded");
         let said = decision.map_or("the sidecar asks for the fallback", |d| d.message.as_str());
         return Aggregate {
@@ -461,6 +469,13 @@ mod tests {
             Reading::Status(status("SignalNotCaught", true, false)),
         )]);
         assert_eq!(a.condition.reason, "SignalNotCaught");
+        let a = aggregate(&[r(
+            "a",
+            Reading::Status(status("InvalidKeyPair", true, false)),
+        )]);
+        assert_eq!(a.condition.reason, "InvalidKeyPair");
+        let a = aggregate(&[r("a", Reading::Status(status("bad reason!", true, false)))]);
+        assert_eq!(a.condition.reason, "FallbackNeeded");
         // A decision that needs no fallback is not a failure.
         let a = aggregate(&[r("a", Reading::Status(status("Unchanged", false, false)))]);
         assert_eq!(a.condition.reason, "Watching");
