@@ -340,15 +340,24 @@ pub enum Staleness {
 /// Compares the served leaf (`peer`, from the probe) with the server certificate mcptrust
 /// issued (`current`, whose `changedAt` starts the `grace` seconds) at `now` (Unix
 /// seconds). Fingerprints (sha256 of the DER) decide; serials are only for people.
+///
+/// Only a leaf that `issuer` signed is compared: `issuer` is the federation CA's subject
+/// DN (RFC 4514, as x509-parser prints it, which is how the probe prints the peer's
+/// issuer). A server that presents a certificate from another CA (its own, or a public
+/// one) does not use mcptrust's Secret, so it cannot be stale against it.
 pub fn staleness(
     current: Option<&CertificateStatus>,
     peer: Option<&PeerCertificate>,
+    issuer: &str,
     grace: i64,
     now: i64,
 ) -> Staleness {
     let (Some(current), Some(peer)) = (current, peer) else {
         return Staleness::Current;
     };
+    if peer.issuer != issuer {
+        return Staleness::Current;
+    }
     let (Some(want), Some(got)) = (current.sha256.as_deref(), peer.sha256.as_deref()) else {
         return Staleness::Current;
     };
@@ -652,29 +661,41 @@ mod tests {
     fn served_certificate_is_stale_only_past_the_grace_period() {
         let cur = cert("bb", Some(T));
         assert_eq!(
-            staleness(Some(&cur), Some(&peer("BB")), 120, T + 500),
+            staleness(Some(&cur), Some(&peer("BB")), "CN=ca", 120, T + 500),
             Staleness::Current
         );
         assert_eq!(
-            staleness(Some(&cur), Some(&peer("aa")), 120, T + 30),
+            staleness(Some(&cur), Some(&peer("aa")), "CN=ca", 120, T + 30),
             Staleness::InGrace {
                 elapsed: 30,
                 until: T + 120
             }
         );
         assert_eq!(
-            staleness(Some(&cur), Some(&peer("aa")), 120, T + 120),
+            staleness(Some(&cur), Some(&peer("aa")), "CN=ca", 120, T + 120),
             Staleness::Stale { since: Some(T) }
         );
         assert_eq!(
-            staleness(Some(&cert("bb", None)), Some(&peer("aa")), 120, T),
+            staleness(Some(&cert("bb", None)), Some(&peer("aa")), "CN=ca", 120, T),
             Staleness::Stale { since: None }
         );
         assert_eq!(
-            staleness(None, Some(&peer("aa")), 120, T),
+            staleness(None, Some(&peer("aa")), "CN=ca", 120, T),
             Staleness::Current
         );
-        assert_eq!(staleness(Some(&cur), None, 120, T), Staleness::Current);
+        assert_eq!(
+            staleness(Some(&cur), None, "CN=ca", 120, T),
+            Staleness::Current
+        );
+        // A leaf from another CA does not use the Secret: never stale against it.
+        let foreign = PeerCertificate {
+            issuer: "CN=public".into(),
+            ..peer("aa")
+        };
+        assert_eq!(
+            staleness(Some(&cur), Some(&foreign), "CN=ca", 120, T + 500),
+            Staleness::Current
+        );
 
         let ok = DesiredCondition::new(types::ENDPOINT_VERIFIED, true, "Verified", "ok");
         let p = peer("aa");

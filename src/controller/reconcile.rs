@@ -1130,9 +1130,14 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
                 desired.push(agg.condition);
             }
             // Served vs current: the Secret's certificate, after the grace period.
+            let issuer = match status.server_certificate {
+                Some(_) => federation_ca(&ctx).await?.subject().to_string(),
+                None => String::new(),
+            };
             let staleness = super::endpoint::staleness(
                 status.server_certificate.as_ref(),
                 eval.endpoint.peer.as_ref(),
+                &issuer,
                 grace,
                 now,
             );
