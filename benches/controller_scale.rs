@@ -245,6 +245,8 @@ fn context(client: Client, now: i64) -> Arc<Context> {
         default_include_system_roots: true,
         default_config_map: "mcptrust-trust".into(),
         egress: Default::default(),
+        stale_certificate_grace_secs: mcptrust::controller::DEFAULT_STALE_CERTIFICATE_GRACE_SECS
+            .into(),
     };
     Arc::new(
         Context::new(

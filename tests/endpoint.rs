@@ -287,3 +287,143 @@ async fn endpoint_probing_can_be_turned_off() {
     task.await.unwrap().unwrap();
     api.expect_done().await;
 }
+
+/// A reader of the sidecars' `/status` that answers `status` for every pod and records the
+/// addresses it was asked for.
+struct StubReloaders {
+    status: mcptrust::api::reloader::ReloaderStatus,
+    asked: std::sync::Mutex<Vec<(String, u16)>>,
+}
+
+impl mcptrust::controller::reloaders::ReloaderReader for StubReloaders {
+    fn status(
+        &self,
+        ip: String,
+        port: u16,
+    ) -> futures::future::BoxFuture<'_, Result<mcptrust::api::reloader::ReloaderStatus, String>>
+    {
+        self.asked.lock().unwrap().push((ip, port));
+        let s = self.status.clone();
+        Box::pin(async move { Ok(s) })
+    }
+}
+
+#[tokio::test]
+async fn a_signal_mcpserver_reads_its_reloaders_at_the_probe_and_applies_the_fallback() {
+    use mcptrust::api::reloader::{RELOADER_CONTAINER, RELOADER_PORT_NAME, ReloaderStatus};
+    let corp = TestCa::new("Corp Internal CA");
+    let reloaders = Arc::new(StubReloaders {
+        status: ReloaderStatus {
+            killed_target: true,
+            needs_fallback: true,
+            last_decision: Some(mcptrust::api::reloader::ReloaderDecision {
+                decision: "SignalKilledTarget".into(),
+                message: "PID 12 exited after SIGHUP".into(),
+                at: "2026-11-21T00:00:00Z".into(),
+                pid: Some(12),
+            }),
+            ..Default::default()
+        },
+        asked: Default::default(),
+    });
+    let (ctx, mut api) = mock_api::context(controller_config(), NOW);
+    let ctx = Arc::new(ctx.with_reloader_reader(reloaders.clone()));
+    let port = common::mcp::closed_port().await;
+    let mut s = lab(
+        &format!("https://127.0.0.1:{port}/mcp"),
+        json!({"includeSystemRoots": false, "sources": [{"configMap": {"name": "ca"}}]}),
+        None,
+    );
+    s.spec.pod_selector =
+        Some(serde_json::from_value(json!({"matchLabels": {"app": "lab"}})).unwrap());
+    s.spec.rotation = Some(
+        serde_json::from_value(json!({"strategy": "Signal", "fallback": "RollingRestart"}))
+            .unwrap(),
+    );
+    let task = tokio::spawn(reconcile(Arc::new(s), ctx));
+    api.expect(Method::GET, "/api/v1/namespaces/agents/configmaps/ca", &[])
+        .await
+        .ok(&ca_config_map(&corp.pem));
+    api.expect_trust("agents", "lab").await;
+
+    // One list of the namespace's pods: ours (marked, running, with the sidecar), another
+    // McpServer's, and one of ours that has finished.
+    let pod = |name: &str, owner: &str, phase: &str| {
+        json!({"metadata": {"name": name, "namespace": "agents", "annotations": {"mcptrust.io/mcpserver": owner}},
+               "spec": {"initContainers": [{"name": RELOADER_CONTAINER, "restartPolicy": "Always",
+                            "ports": [{"name": RELOADER_PORT_NAME, "containerPort": 9899}]}],
+                        "containers": [{"name": "server"}]},
+               "status": {"phase": phase, "podIP": "10.1.2.3"}})
+    };
+    api.expect(Method::GET, "/api/v1/namespaces/agents/pods", &[])
+        .await
+        .ok(
+            &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+                pod("lab-0", "agents/lab", "Running"),
+                pod("other-0", "agents/other", "Running"),
+                pod("lab-old", "agents/lab", "Succeeded"),
+            ]}),
+        );
+    let (kind, reason, note) = api.expect_event("agents").await;
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        ("Warning", "SignalKilledTarget")
+    );
+    assert!(note.contains("lab-0") && note.contains("PID 12"), "{note}");
+    let (_, reason, _) = api.expect_event("agents").await;
+    assert_eq!(reason, "ConnectionRefused");
+    let status = api.expect_status("agents", "lab").await;
+    let rr = condition(&status, "RotationReady");
+    assert_eq!(
+        (rr["status"].as_str(), rr["reason"].as_str()),
+        (Some("False"), Some("SignalKilledTarget"))
+    );
+    assert_eq!(
+        condition(&status, "Ready")["reason"],
+        "ConnectionRefused",
+        "RotationReady is not part of Ready"
+    );
+
+    // The fallback: the selected Deployment rolls.
+    api.expect(Method::GET, "/apis/apps/v1/namespaces/agents/deployments", &[])
+        .await
+        .ok(&json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {}, "items": [
+            {"metadata": {"name": "lab", "namespace": "agents"},
+             "spec": {"selector": {"matchLabels": {"app": "lab"}},
+                      "template": {"metadata": {"labels": {"app": "lab"}}, "spec": {"containers": [{"name": "server"}]}}}}
+        ]}));
+    let roll = api
+        .expect(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/agents/deployments/lab",
+            &["fieldManager=mcptrust-rotation", "force=true"],
+        )
+        .await;
+    assert!(
+        roll.body["spec"]["template"]["metadata"]["annotations"]["mcptrust.io/rotation-hash"]
+            .is_string()
+    );
+    roll.echo();
+    let (_, reason, note) = api.expect_event("agents").await;
+    assert_eq!(reason, "RollingRestart");
+    assert!(
+        note.contains("could not signal the server safely"),
+        "{note}"
+    );
+    for kind in ["statefulsets", "daemonsets"] {
+        api.expect(
+            Method::GET,
+            &format!("/apis/apps/v1/namespaces/agents/{kind}"),
+            &[],
+        )
+        .await
+        .ok(&json!({"apiVersion": "apps/v1", "kind": "List", "metadata": {}, "items": []}));
+    }
+    task.await.unwrap().unwrap();
+    api.expect_done().await;
+    assert_eq!(
+        *reloaders.asked.lock().unwrap(),
+        vec![("10.1.2.3".to_string(), 9899)],
+        "only the running pod of this McpServer"
+    );
+}

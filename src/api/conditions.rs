@@ -13,6 +13,10 @@ pub mod types {
     pub const ENDPOINT_VERIFIED: &str = "EndpointVerified";
     /// The egress policy is enforced as written.
     pub const EGRESS_POLICY_READY: &str = "EgressPolicyReady";
+    /// `spec.rotation.strategy: Signal` only: the `mcptrust-reloader` sidecars of the
+    /// selected pods are reachable and their last decision needs no fallback (read from
+    /// each sidecar's `GET /status`). Not part of `Ready`.
+    pub const ROTATION_READY: &str = "RotationReady";
     /// Summary.
     pub const READY: &str = "Ready";
 }

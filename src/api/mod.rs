@@ -580,6 +580,15 @@ pub struct CertificateStatus {
     /// SHA-256 (hex) of the certificate's DER.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Serial number, lowercase hex without separators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// When the Secret came to hold this certificate (this `sha256`), as the controller saw
+    /// it: the time it issued or renewed it, or first found it there. Server certificates
+    /// only; the endpoint probe allows the server `--stale-certificate-grace-seconds` from
+    /// here to load it before it reports `ServingStaleCertificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<Time>,
 }
 
 /// An issued client certificate.
@@ -633,6 +642,9 @@ pub struct PeerCertificate {
     /// SHA-256 (hex) of the DER.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Serial number, lowercase hex without separators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 /// The CRD as YAML, exactly what `mcptrust crd` prints and `crds/` holds.

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::api::conditions::{DesiredCondition, types};
-use crate::api::{EndpointStatus, McpServer, McpServerStatus, PeerCertificate, Transport};
+use crate::api::{
+    CertificateStatus, EndpointStatus, McpServer, McpServerStatus, PeerCertificate,
+    RotationStrategy, Transport,
+};
 use crate::probe::{ProbeOptions, ProbeReport, Reason};
 
 /// Default seconds between two probes of an unchanged McpServer (5 minutes), before jitter.
@@ -196,11 +199,15 @@ pub fn evaluate(server: &McpServer, report: &ProbeReport, now: i64) -> Evaluatio
         peer: leaf.map(|c| PeerCertificate {
             subject: c.subject.clone(),
             issuer: c.issuer.clone(),
-            not_after: k8s_openapi::jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%SZ", &c.not_after)
+            // RFC 3339 (`…Z`); jiff's strptime would want an offset directive.
+            not_after: c
+                .not_after
+                .parse::<k8s_openapi::jiff::Timestamp>()
                 .ok()
                 .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
             self_signed: c.self_signed,
             sha256: Some(c.sha256.clone()),
+            serial: Some(c.serial.clone()).filter(|s| !s.is_empty()),
         }),
         server_info: report
             .mcp
@@ -301,6 +308,175 @@ pub fn evaluate(server: &McpServer, report: &ProbeReport, now: i64) -> Evaluatio
         condition,
         pin: None,
         endpoint,
+    }
+}
+
+/// Reason of `EndpointVerified=False` when the endpoint still serves a previous
+/// certificate after the grace period.
+pub const REASON_SERVING_STALE_CERTIFICATE: &str = "ServingStaleCertificate";
+
+/// The certificate an endpoint serves, against the one its Secret holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staleness {
+    /// It serves the Secret's certificate, or there is nothing to compare (no certificate
+    /// issued by mcptrust, no peer certificate, no fingerprint).
+    Current,
+    /// It serves another certificate, `elapsed` seconds after the Secret changed, within
+    /// the grace period, which ends at `until` (Unix seconds).
+    InGrace {
+        /// Seconds since the Secret changed.
+        elapsed: i64,
+        /// End of the grace period, Unix seconds.
+        until: i64,
+    },
+    /// It serves another certificate past the grace period; `since` is when the Secret
+    /// changed (Unix seconds; `None` when unknown).
+    Stale {
+        /// When the Secret changed, Unix seconds.
+        since: Option<i64>,
+    },
+}
+
+/// Compares the served leaf (`peer`, from the probe) with the server certificate mcptrust
+/// issued (`current`, whose `changedAt` starts the `grace` seconds) at `now` (Unix
+/// seconds). Fingerprints (sha256 of the DER) decide; serials are only for people.
+///
+/// Only a leaf that `issuer` signed is compared: `issuer` is the federation CA's subject
+/// DN (RFC 4514, as x509-parser prints it, which is how the probe prints the peer's
+/// issuer). A server that presents a certificate from another CA (its own, or a public
+/// one) does not use mcptrust's Secret, so it cannot be stale against it.
+pub fn staleness(
+    current: Option<&CertificateStatus>,
+    peer: Option<&PeerCertificate>,
+    issuer: &str,
+    grace: i64,
+    now: i64,
+) -> Staleness {
+    let (Some(current), Some(peer)) = (current, peer) else {
+        return Staleness::Current;
+    };
+    if peer.issuer != issuer {
+        return Staleness::Current;
+    }
+    let (Some(want), Some(got)) = (current.sha256.as_deref(), peer.sha256.as_deref()) else {
+        return Staleness::Current;
+    };
+    if want.eq_ignore_ascii_case(got) {
+        return Staleness::Current;
+    }
+    match current.changed_at.as_ref().map(|t| t.0.as_second()) {
+        Some(changed) if now < changed + grace => Staleness::InGrace {
+            elapsed: now - changed,
+            until: changed + grace,
+        },
+        since => Staleness::Stale { since },
+    }
+}
+
+/// When a probe is due because the server certificate changed: one second after the grace
+/// period (`changedAt + grace + 1`), unless the last probe (`endpoint`) already saw the
+/// current certificate or ran after that time. Unix seconds.
+pub fn grace_probe_time(
+    current: Option<&CertificateStatus>,
+    endpoint: Option<&EndpointStatus>,
+    grace: i64,
+) -> Option<i64> {
+    let current = current?;
+    let at = current.changed_at.as_ref()?.0.as_second() + grace + 1;
+    let seen = endpoint
+        .and_then(|e| e.peer.as_ref())
+        .and_then(|p| p.sha256.as_deref());
+    if seen.is_some() && seen == current.sha256.as_deref() {
+        return None;
+    }
+    let last = endpoint
+        .and_then(|e| e.last_probe_time.as_ref())
+        .map(|t| t.0.as_second());
+    match last {
+        Some(l) if l >= at => None,
+        _ => Some(at),
+    }
+}
+
+fn describe_cert(
+    serial: Option<&str>,
+    not_after: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> String {
+    format!(
+        "serial {}, notAfter {}",
+        serial.unwrap_or("?"),
+        not_after.map_or_else(|| "?".to_string(), |t| t.0.to_string())
+    )
+}
+
+/// What a person should do about a stale endpoint, by rotation strategy.
+pub fn stale_advice(strategy: RotationStrategy) -> &'static str {
+    match strategy {
+        RotationStrategy::None => {
+            "rotation strategy None does not tell the server: restart its pods (kubectl rollout restart), or set spec.rotation.strategy to Signal (the server reloads on a signal) or RollingRestart"
+        }
+        RotationStrategy::Signal => {
+            "the mcptrust-reloader did not get the server to load it: see the RotationReady condition and the sidecar's log (kubectl logs POD -c mcptrust-reloader), or set spec.rotation.fallback: RollingRestart"
+        }
+        RotationStrategy::RollingRestart => {
+            "the rolling restart has not replaced the pods that serve it: check the rollout (kubectl rollout status) and the pods' events"
+        }
+    }
+}
+
+/// Adjusts the condition of a successful probe (`verified`) for [`staleness`]: within the
+/// grace period it stays as it is, with a note; past it, `EndpointVerified` False with
+/// reason [`REASON_SERVING_STALE_CERTIFICATE`] (served and current serial and notAfter,
+/// since when, what to do per `strategy`, and `reloader`'s explanation when one is given).
+/// `secret` names the Secret. A failed probe, or [`Staleness::Current`], is returned as is.
+pub fn stale_condition(
+    verified: DesiredCondition,
+    staleness: Staleness,
+    current: &CertificateStatus,
+    peer: Option<&PeerCertificate>,
+    strategy: RotationStrategy,
+    reloader: Option<&str>,
+) -> DesiredCondition {
+    if verified.status != "True" {
+        return verified;
+    }
+    let served = describe_cert(
+        peer.and_then(|p| p.serial.as_deref()),
+        peer.and_then(|p| p.not_after.as_ref()),
+    );
+    let wanted = describe_cert(current.serial.as_deref(), current.not_after.as_ref());
+    match staleness {
+        Staleness::Current => verified,
+        Staleness::InGrace { elapsed, until } => DesiredCondition {
+            message: format!(
+                "{}; the endpoint still serves the previous certificate ({served}) {elapsed} s after Secret {} changed to {wanted}, within the grace period (until {}); probing again then",
+                verified.message,
+                current.secret_name,
+                super::build::rfc3339(until)
+            ),
+            ..verified
+        },
+        Staleness::Stale { since } => {
+            let since = since.map_or_else(
+                || "since an unknown time".to_string(),
+                |s| format!("since {}", super::build::rfc3339(s)),
+            );
+            let mut message = format!(
+                "the endpoint serves {served}, but Secret {} holds {wanted} {since}, past the grace period; {}",
+                current.secret_name,
+                stale_advice(strategy)
+            );
+            if let Some(r) = reloader {
+                message.push_str("; ");
+                message.push_str(r);
+            }
+            DesiredCondition::new(
+                types::ENDPOINT_VERIFIED,
+                false,
+                REASON_SERVING_STALE_CERTIFICATE,
+                message,
+            )
+        }
     }
 }
 
@@ -415,6 +591,13 @@ mod tests {
         let fresh = server(json!({}), 1, want.clone());
         let e = evaluate(&fresh, &report("SelfSigned", false, "aa", true), T);
         assert_eq!(e.pin.as_ref().map(|p| p.sha256.as_str()), Some("aa"));
+        let peer = e.endpoint.peer.as_ref().expect("peer");
+        assert_eq!(
+            peer.not_after.as_ref().map(|t| t.0.to_string()).as_deref(),
+            Some("2035-01-01T00:00:00Z"),
+            "the peer's notAfter is read"
+        );
+        assert_eq!(peer.serial.as_deref(), Some("01"));
         assert_eq!(e.condition.reason, "Pinned");
 
         let forged = evaluate(&fresh, &report("UnknownAuthority", false, "bb", false), T);
@@ -450,5 +633,171 @@ mod tests {
                 .is_none(),
             "pinning is opt-in"
         );
+    }
+
+    fn cert(sha: &str, changed_at: Option<i64>) -> CertificateStatus {
+        CertificateStatus {
+            secret_name: "lab-server-tls".into(),
+            not_after: Some(crate::controller::build::time(T + 90 * 86_400)),
+            sha256: Some(sha.into()),
+            serial: Some("0bcd".into()),
+            changed_at: changed_at.map(crate::controller::build::time),
+            ..Default::default()
+        }
+    }
+
+    fn peer(sha: &str) -> PeerCertificate {
+        PeerCertificate {
+            subject: "CN=lab".into(),
+            issuer: "CN=ca".into(),
+            not_after: Some(crate::controller::build::time(T + 10 * 86_400)),
+            self_signed: false,
+            sha256: Some(sha.into()),
+            serial: Some("0aaa".into()),
+        }
+    }
+
+    #[test]
+    fn served_certificate_is_stale_only_past_the_grace_period() {
+        let cur = cert("bb", Some(T));
+        assert_eq!(
+            staleness(Some(&cur), Some(&peer("BB")), "CN=ca", 120, T + 500),
+            Staleness::Current
+        );
+        assert_eq!(
+            staleness(Some(&cur), Some(&peer("aa")), "CN=ca", 120, T + 30),
+            Staleness::InGrace {
+                elapsed: 30,
+                until: T + 120
+            }
+        );
+        assert_eq!(
+            staleness(Some(&cur), Some(&peer("aa")), "CN=ca", 120, T + 120),
+            Staleness::Stale { since: Some(T) }
+        );
+        assert_eq!(
+            staleness(Some(&cert("bb", None)), Some(&peer("aa")), "CN=ca", 120, T),
+            Staleness::Stale { since: None }
+        );
+        assert_eq!(
+            staleness(None, Some(&peer("aa")), "CN=ca", 120, T),
+            Staleness::Current
+        );
+        assert_eq!(
+            staleness(Some(&cur), None, "CN=ca", 120, T),
+            Staleness::Current
+        );
+        // A leaf from another CA does not use the Secret: never stale against it.
+        let foreign = PeerCertificate {
+            issuer: "CN=public".into(),
+            ..peer("aa")
+        };
+        assert_eq!(
+            staleness(Some(&cur), Some(&foreign), "CN=ca", 120, T + 500),
+            Staleness::Current
+        );
+
+        let ok = DesiredCondition::new(types::ENDPOINT_VERIFIED, true, "Verified", "ok");
+        let p = peer("aa");
+        let in_grace = stale_condition(
+            ok.clone(),
+            Staleness::InGrace {
+                elapsed: 30,
+                until: T + 120,
+            },
+            &cur,
+            Some(&p),
+            RotationStrategy::Signal,
+            None,
+        );
+        assert_eq!(
+            (in_grace.status.as_str(), in_grace.reason.as_str()),
+            ("True", "Verified")
+        );
+        assert!(
+            in_grace
+                .message
+                .contains("30 s after Secret lab-server-tls changed"),
+            "{}",
+            in_grace.message
+        );
+
+        let stale = stale_condition(
+            ok.clone(),
+            Staleness::Stale { since: Some(T) },
+            &cur,
+            Some(&p),
+            RotationStrategy::None,
+            Some("pod x: no handler"),
+        );
+        assert_eq!(stale.status, "False");
+        assert_eq!(stale.reason, REASON_SERVING_STALE_CERTIFICATE);
+        for needle in [
+            "serial 0aaa",
+            "serial 0bcd",
+            "since 2026-11-21T00:00:00Z",
+            "rollout restart",
+            "pod x: no handler",
+        ] {
+            assert!(
+                stale.message.contains(needle),
+                "{needle}: {}",
+                stale.message
+            );
+        }
+        for (strategy, needle) in [
+            (RotationStrategy::Signal, "RotationReady"),
+            (RotationStrategy::RollingRestart, "rollout status"),
+        ] {
+            let c = stale_condition(
+                ok.clone(),
+                Staleness::Stale { since: Some(T) },
+                &cur,
+                Some(&p),
+                strategy,
+                None,
+            );
+            assert!(c.message.contains(needle), "{strategy:?}: {}", c.message);
+        }
+        // A failed probe stays what it is.
+        let failed =
+            DesiredCondition::new(types::ENDPOINT_VERIFIED, false, "ConnectionRefused", "m");
+        assert_eq!(
+            stale_condition(
+                failed.clone(),
+                Staleness::Stale { since: None },
+                &cur,
+                Some(&p),
+                RotationStrategy::None,
+                None
+            ),
+            failed
+        );
+    }
+
+    #[test]
+    fn a_certificate_change_schedules_a_probe_when_the_grace_ends() {
+        let cur = cert("bb", Some(T));
+        let probed = |at: i64, sha: &str| EndpointStatus {
+            last_probe_time: Some(crate::controller::build::time(at)),
+            peer: Some(peer(sha)),
+            ..Default::default()
+        };
+        assert_eq!(
+            grace_probe_time(Some(&cur), Some(&probed(T - 10, "aa")), 120),
+            Some(T + 121)
+        );
+        assert_eq!(grace_probe_time(Some(&cur), None, 120), Some(T + 121));
+        assert_eq!(
+            grace_probe_time(Some(&cur), Some(&probed(T + 30, "bb")), 120),
+            None,
+            "already seen"
+        );
+        assert_eq!(
+            grace_probe_time(Some(&cur), Some(&probed(T + 121, "aa")), 120),
+            None,
+            "probed after the grace"
+        );
+        assert_eq!(grace_probe_time(Some(&cert("bb", None)), None, 120), None);
     }
 }

@@ -13,6 +13,7 @@
 //! | `mcptrust_certificate_issuances_total` | counter | `role`, `reason` | certificates issued, by cert-manager's reasons (`DoesNotExist` is a first issuance, the others reissues) |
 //! | `mcptrust_rolling_restarts_total` | counter | `kind` | workloads restarted after a rotation |
 //! | `mcptrust_endpoint_probe_failures_total` | counter | `reason` | endpoint probes that ended `EndpointVerified=False` |
+//! | `mcptrust_stale_certificate_detections_total` | counter | | transitions of `EndpointVerified` to `ServingStaleCertificate`: an endpoint served a previous certificate past the grace period |
 //! | `mcptrust_federation_ca_expiration_timestamp_seconds` | gauge | | the federation CA's notAfter (0 until loaded, and on non-leaders) |
 //! | `mcptrust_webhook_ca_expiration_timestamp_seconds` | gauge | | the self-managed webhook CA's notAfter (0 until loaded, and on non-leaders) |
 //! | `mcptrust_certificate_expiration_timestamp_seconds` | gauge | `namespace`, `name`, `role`, `secret`, `secret_namespace` | an issued certificate's notAfter |
@@ -197,6 +198,7 @@ pub struct ControllerMetrics {
     issuances: Family<IssuanceLabels, Counter>,
     rolling_restarts: Family<KindLabels, Counter>,
     probe_failures: Family<ReasonLabels, Counter>,
+    stale_detections: Counter,
     federation_ca_not_after: Gauge,
     webhook_ca_not_after: Gauge,
     cert_not_after: Family<CertLabels, Gauge>,
@@ -238,6 +240,9 @@ impl Default for ControllerMetrics {
                 reason: reason.as_str().to_string(),
             });
         }
+        let _ = probe_failures.get_or_create(&ReasonLabels {
+            reason: super::endpoint::REASON_SERVING_STALE_CERTIFICATE.to_string(),
+        });
         Self {
             reconciles: Counter::default(),
             errors: Family::default(),
@@ -247,6 +252,7 @@ impl Default for ControllerMetrics {
             issuances,
             rolling_restarts,
             probe_failures,
+            stale_detections: Counter::default(),
             federation_ca_not_after: Gauge::default(),
             webhook_ca_not_after: Gauge::default(),
             cert_not_after: Family::default(),
@@ -307,6 +313,11 @@ impl ControllerMetrics {
             "endpoint_probe_failures",
             "Endpoint probes that set EndpointVerified to False, by reason",
             self.probe_failures.clone(),
+        );
+        registry.register(
+            "stale_certificate_detections",
+            "Times an endpoint probe found an McpServer serving a previous certificate past the grace period (EndpointVerified turned ServingStaleCertificate)",
+            self.stale_detections.clone(),
         );
         registry.register(
             "federation_ca_expiration_timestamp_seconds",
@@ -443,6 +454,12 @@ impl ControllerMetrics {
         self.rolling_restarts
             .get_or_create(&KindLabels { kind })
             .inc();
+    }
+
+    /// Counts one transition of an McpServer's `EndpointVerified` to
+    /// `ServingStaleCertificate`.
+    pub fn serving_stale_certificate(&self) {
+        self.stale_detections.inc();
     }
 
     /// Records a probe that just ran for `namespace/name`: how long it took, and, when it

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod namespaces;
 pub mod rbac;
 pub mod reconcile;
+pub mod reloaders;
 pub mod resolver;
 pub mod trust_index;
 pub mod webhook_cert;
@@ -97,7 +98,23 @@ pub struct ControllerArgs {
     /// This replica's identity for events and the Lease (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "mcptrust")]
     pub pod_name: String,
+    /// Seconds after the server certificate's Secret changed during which the endpoint may
+    /// still serve the previous certificate with `EndpointVerified` True (kubelet's Secret
+    /// volume sync plus the reloader's debounce); past it the probe reports
+    /// `ServingStaleCertificate`.
+    #[arg(
+        long,
+        env = "MCPTRUST_STALE_CERTIFICATE_GRACE_SECONDS",
+        default_value_t = DEFAULT_STALE_CERTIFICATE_GRACE_SECS,
+        value_parser = clap::value_parser!(u32)
+    )]
+    pub stale_certificate_grace_seconds: u32,
 }
+
+/// Default of `--stale-certificate-grace-seconds` (2 minutes): kubelet syncs a Secret
+/// volume within about a minute (its sync period plus the cache's TTL), and the reloader
+/// waits its debounce (2 s) before it signals.
+pub const DEFAULT_STALE_CERTIFICATE_GRACE_SECS: u32 = 120;
 
 /// Default of `--reconcile-concurrency`: enough to overlap API round trips on a small
 /// (2-core) node, few enough that a burst costs a few bundles' worth of memory.
@@ -128,6 +145,9 @@ pub struct ControllerConfig {
     pub default_config_map: String,
     /// The proxy and DNS the egress NetworkPolicies allow (from the operator config).
     pub egress: egress::EgressDefaults,
+    /// Seconds after a server certificate changed during which the endpoint may still
+    /// serve the previous one (`--stale-certificate-grace-seconds`).
+    pub stale_certificate_grace_secs: i64,
 }
 
 impl ControllerConfig {
@@ -142,6 +162,7 @@ impl ControllerConfig {
             default_include_system_roots: config.default_trust.include_system_roots,
             default_config_map: config.trust_config_map.clone(),
             egress: egress::EgressDefaults::from_config(config),
+            stale_certificate_grace_secs: i64::from(args.stale_certificate_grace_seconds),
         }
     }
 }
@@ -175,6 +196,8 @@ pub struct Context {
     pub prober: endpoint::SharedProber,
     /// Whether endpoints are probed at all (`--disable-endpoint-probe` turns it off).
     pub probe_endpoints: bool,
+    /// Reads the `mcptrust-reloader` sidecars' `/status` (live HTTP, or a test double).
+    pub reloaders: reloaders::SharedReloaderReader,
     /// At most this many McpServers are reconciled at once ([`DEFAULT_RECONCILE_CONCURRENCY`];
     /// `--reconcile-concurrency`).
     pub reconcile_concurrency: u16,
@@ -218,6 +241,7 @@ impl Context {
             clock,
             prober: Arc::new(endpoint::LiveProber),
             probe_endpoints: true,
+            reloaders: Arc::new(reloaders::LiveReloaderReader),
             reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
             ca: tokio::sync::Mutex::new(None),
             bundles: bundles::BundleCache::default(),
@@ -264,6 +288,12 @@ impl Context {
     /// Replaces the prober (tests).
     pub fn with_prober(mut self, prober: endpoint::SharedProber) -> Self {
         self.prober = prober;
+        self
+    }
+
+    /// Replaces the reader of the reloader sidecars' status (tests).
+    pub fn with_reloader_reader(mut self, reader: reloaders::SharedReloaderReader) -> Self {
+        self.reloaders = reader;
         self
     }
 
@@ -758,6 +788,7 @@ mod tests {
                 default_include_system_roots: false,
                 default_config_map: "mcptrust-trust".into(),
                 egress: Default::default(),
+                stale_certificate_grace_secs: DEFAULT_STALE_CERTIFICATE_GRACE_SECS.into(),
             },
             ControllerMetrics::default(),
             Arc::new(|| 0),

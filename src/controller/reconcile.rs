@@ -692,6 +692,7 @@ async fn ensure_certificate(
                 )
             }
         };
+        let serial = pem.as_ref().and_then(|(cert, _)| leaf_serial(cert));
         let outcome = CertOutcome {
             pem,
             status: CertificateStatus {
@@ -699,6 +700,8 @@ async fn ensure_certificate(
                 not_after: Some(build::time(not_after)),
                 renewal_time: Some(build::time(renewal_time)),
                 sha256: Some(sha256),
+                serial,
+                changed_at: None,
             },
             renewal_time,
             client,
@@ -712,6 +715,12 @@ async fn ensure_certificate(
         );
         return Ok(outcome);
     }
+}
+
+/// The serial number (lowercase hex) of the first certificate in `cert_pem`.
+fn leaf_serial(cert_pem: &str) -> Option<String> {
+    let ders = crate::pki::parse_pem_certificates("tls.crt", cert_pem.as_bytes()).ok()?;
+    crate::pki::inspect(ders.first()?).ok().map(|i| i.serial)
 }
 
 /// What the certificate step produced.
@@ -810,14 +819,15 @@ async fn certificates(
 }
 
 /// Rolls the Deployments, StatefulSets and DaemonSets whose pod templates `selector`
-/// selects, by applying [`build::ANNOTATION_ROTATION_HASH`] = `hash`. Returns the
-/// restarted workloads as `Kind/name`.
+/// selects, by applying [`build::ANNOTATION_ROTATION_HASH`] = `hash`, each with a
+/// `RollingRestart` Event that says `why`. Returns the restarted workloads as `Kind/name`.
 async fn rolling_restart(
     ctx: &Context,
     server: &McpServer,
     ns: &str,
     selector: &LabelSelector,
     hash: &str,
+    why: &str,
 ) -> Result<Vec<String>> {
     let mut restarted = Vec::new();
     macro_rules! roll {
@@ -838,7 +848,9 @@ async fn rolling_restart(
                     .as_ref()
                     .and_then(|m| m.annotations.as_ref())
                     .and_then(|a| a.get(build::ANNOTATION_ROTATION_HASH).cloned());
-                if !crate::api::selector_matches(selector, &labels) || current.as_deref() == Some(hash) {
+                if !crate::api::selector_matches(selector, &labels)
+                    || current.as_deref() == Some(hash)
+                {
                     continue;
                 }
                 let wname = w.name_any();
@@ -853,7 +865,7 @@ async fn rolling_restart(
                     Some(w.object_ref(&())),
                     EventType::Normal,
                     "RollingRestart",
-                    &format!("Restarted {}/{wname}: the trust bundle or certificate changed (rotation hash {hash})", $kind),
+                    &format!("Restarted {}/{wname}: {why} (rotation hash {hash})", $kind),
                 )
                 .await;
                 ctx.metrics.rolling_restart($kind);
@@ -1017,7 +1029,17 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
                     c.clients.len()
                 ),
             ));
-            status.server_certificate = c.server;
+            status.server_certificate = c.server.map(|mut cur| {
+                // When the Secret came to hold this certificate: kept while it is the
+                // same one, now when it changed (or was never recorded).
+                cur.changed_at = old_status
+                    .server_certificate
+                    .as_ref()
+                    .filter(|o| o.sha256 == cur.sha256)
+                    .and_then(|o| o.changed_at.clone())
+                    .or_else(|| Some(build::time(now)));
+                cur
+            });
             status.client_certificates = c.clients;
             next_renewal = c.next_renewal;
             probe_material.client = c.probe_client;
@@ -1046,16 +1068,27 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         Err(e) => return Err(e),
     }
 
-    // 2b. Endpoint: probe as a gateway would, on an interval and on change.
+    // 2b. Endpoint: probe as a gateway would, on an interval, on change, and when the
+    // grace period after a certificate change ends.
     let mut next_probe: Option<i64> = None;
     let mut requeue_now = false;
+    let rotation = server.spec.rotation.clone().unwrap_or_default();
+    let grace = ctx.config.stale_certificate_grace_secs;
+    let mut serving_stale = false;
+    let mut reloaders_need_fallback = false;
     if ctx.probe_endpoints
         && server.spec.transport != crate::api::Transport::Stdio
         && server.spec.endpoint.is_some()
     {
         let bundle_changed = old_status.trust_bundle.as_ref().map(|b| &b.sha256)
             != status.trust_bundle.as_ref().map(|b| &b.sha256);
-        let due = super::endpoint::is_due(&server, &old_status, bundle_changed, now);
+        let grace_probe = super::endpoint::grace_probe_time(
+            status.server_certificate.as_ref(),
+            old_status.endpoint.as_ref(),
+            grace,
+        );
+        let due = super::endpoint::is_due(&server, &old_status, bundle_changed, now)
+            || grace_probe.is_some_and(|t| now >= t);
         // What to probe with: the bundle plus the federation CA; or, while a self-signed
         // certificate waits to be pinned and nothing is trusted yet, no bundle at all.
         let plan = match &current_bundle {
@@ -1080,7 +1113,46 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             let started = std::time::Instant::now();
             let report = ctx.prober.probe(opts).await;
             let elapsed = started.elapsed();
-            let eval = super::endpoint::evaluate(&server, &report, now);
+            let mut eval = super::endpoint::evaluate(&server, &report, now);
+            // RotationReady (Signal only): the sidecars, read at each probe.
+            let mut explanation = None;
+            if rotation.strategy == RotationStrategy::Signal {
+                let agg = super::reloaders::read(&ctx, &ns, &name).await?;
+                let c = &agg.condition;
+                if c.reason == super::reloaders::REASON_SIGNAL_KILLED_TARGET
+                    && !old_condition_matches_reason(&old_status, types::ROTATION_READY, &c.reason)
+                {
+                    ctx.event(&server, EventType::Warning, &c.reason, &c.message)
+                        .await;
+                }
+                reloaders_need_fallback = agg.needs_fallback;
+                explanation = agg.explanation;
+                desired.push(agg.condition);
+            }
+            // Served vs current: the Secret's certificate, after the grace period.
+            let issuer = match status.server_certificate {
+                Some(_) => federation_ca(&ctx).await?.subject().to_string(),
+                None => String::new(),
+            };
+            let staleness = super::endpoint::staleness(
+                status.server_certificate.as_ref(),
+                eval.endpoint.peer.as_ref(),
+                &issuer,
+                grace,
+                now,
+            );
+            if let Some(current) = status.server_certificate.as_ref() {
+                eval.condition = super::endpoint::stale_condition(
+                    eval.condition,
+                    staleness,
+                    current,
+                    eval.endpoint.peer.as_ref(),
+                    rotation.strategy,
+                    explanation.as_deref(),
+                );
+            }
+            serving_stale =
+                eval.condition.reason == super::endpoint::REASON_SERVING_STALE_CERTIFICATE;
             let c = &eval.condition;
             ctx.metrics
                 .probe_finished(&ns, &name, c.status == "True", &c.reason, elapsed);
@@ -1091,6 +1163,14 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
                 status.pinned_certificate = Some(pin.pem.clone());
                 // Rebuild the bundle with the pinned certificate right away.
                 requeue_now = true;
+            } else if serving_stale {
+                // One event per transition: the message names the time, which stays, but
+                // also the reloader's explanation, which may change.
+                if !old_condition_matches_reason(&old_status, types::ENDPOINT_VERIFIED, &c.reason) {
+                    ctx.metrics.serving_stale_certificate();
+                    ctx.event(&server, EventType::Warning, &c.reason, &c.message)
+                        .await;
+                }
             } else if c.status != "True"
                 && !old_condition_matches(
                     &old_status,
@@ -1105,13 +1185,19 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
             let verified = eval.condition.status == "True";
             desired.push(eval.condition);
             status.endpoint = Some(eval.endpoint);
-            next_probe =
-                Some(now + super::endpoint::next_delay(&server, &old_status, verified, now));
+            let mut next = now + super::endpoint::next_delay(&server, &old_status, verified, now);
+            if let super::endpoint::Staleness::InGrace { until, .. } = staleness {
+                next = next.min(until + 1);
+            }
+            next_probe = Some(next);
         } else {
             if let Some(c) = super::endpoint::carried_over(&old_status) {
                 desired.push(c);
             }
             next_probe = super::endpoint::next_probe_time(&server, &old_status);
+            if let Some(g) = grace_probe {
+                next_probe = Some(next_probe.map_or(g, |p| p.min(g)));
+            }
         }
     }
 
@@ -1122,7 +1208,9 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     // Audit mode is a choice, not a failure: Ready stays True and says so.
     let failing: Vec<&DesiredCondition> = desired
         .iter()
-        .filter(|c| c.status != "True" && !super::egress::is_advisory(c))
+        .filter(|c| {
+            c.status != "True" && !super::egress::is_advisory(c) && c.type_ != types::ROTATION_READY
+        })
         .collect();
     let ready = match failing.first() {
         None => {
@@ -1146,6 +1234,11 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         server.metadata.generation,
         &build::time(now),
     );
+    if rotation.strategy != RotationStrategy::Signal {
+        status
+            .conditions
+            .retain(|c| c.type_ != types::ROTATION_READY);
+    }
     if server.status.as_ref() != Some(&status) {
         let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &ns);
         let body = json!({
@@ -1171,36 +1264,49 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
     // 4. Rotation, after the status: the webhook labels each new pod with the bundle hash it
     // reads from the trust ConfigMap and the status, both written by now, so no pod of the
     // rollout is admitted with the old hash.
-    let strategy = server.spec.rotation.clone().unwrap_or_default().strategy;
-    if let (RotationStrategy::RollingRestart, Some(selector), Some(bundle)) = (
+    let strategy = rotation.strategy;
+    if let (RotationStrategy::RollingRestart, Some(selector), Some(new_hash)) = (
         strategy,
         server.spec.pod_selector.as_ref(),
-        status.trust_bundle.as_ref(),
+        status_rotation_hash(&status),
     ) {
-        let new_hash = build::rotation_hash(
-            &bundle.config_map_name,
-            &bundle.sha256,
-            status
-                .server_certificate
-                .as_ref()
-                .and_then(|c| c.sha256.as_deref()),
-        );
-        let old_hash = old_status.trust_bundle.as_ref().map(|b| {
-            build::rotation_hash(
-                &b.config_map_name,
-                &b.sha256,
-                old_status
-                    .server_certificate
-                    .as_ref()
-                    .and_then(|c| c.sha256.as_deref()),
-            )
-        });
+        let old_hash = status_rotation_hash(&old_status);
         // Roll only on a real change of material that pods already had.
         if old_hash.is_some_and(|h| h != new_hash) {
-            let restarted = rolling_restart(&ctx, &server, &ns, selector, &new_hash).await?;
+            let restarted = rolling_restart(
+                &ctx,
+                &server,
+                &ns,
+                selector,
+                &new_hash,
+                "the trust bundle or certificate changed",
+            )
+            .await?;
             if !restarted.is_empty() {
                 tracing::info!(mcpserver = %name, ?restarted, "rolled workloads after rotation");
             }
+        }
+    }
+
+    // 4b. The Signal strategy's fallback: the endpoint still serves a previous
+    // certificate past the grace period, or a sidecar could not signal safely. One roll
+    // per certificate (the hash includes it).
+    if strategy == RotationStrategy::Signal
+        && rotation.fallback_or_default() == crate::api::RotationFallback::RollingRestart
+        && (serving_stale || reloaders_need_fallback)
+        && let (Some(selector), Some(hash)) = (
+            server.spec.pod_selector.as_ref(),
+            status_rotation_hash(&status),
+        )
+    {
+        let why = if serving_stale {
+            "the endpoint still serves the previous certificate past the grace period (spec.rotation.fallback: RollingRestart)"
+        } else {
+            "the mcptrust-reloader could not signal the server safely (spec.rotation.fallback: RollingRestart)"
+        };
+        let restarted = rolling_restart(&ctx, &server, &ns, selector, &hash, why).await?;
+        if !restarted.is_empty() {
+            tracing::info!(mcpserver = %name, ?restarted, serving_stale, "applied the Signal strategy's fallback: rolled workloads");
         }
     }
 
@@ -1224,6 +1330,20 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
         wait = wait.min(STALE_POD_RECHECK_SECS);
     }
     Ok(Action::requeue(Duration::from_secs(wait.unsigned_abs())))
+}
+
+/// The rotation hash ([`build::rotation_hash`]) of the trust bundle and server
+/// certificate in `status`; `None` without a bundle.
+fn status_rotation_hash(status: &McpServerStatus) -> Option<String> {
+    let bundle = status.trust_bundle.as_ref()?;
+    Some(build::rotation_hash(
+        &bundle.config_map_name,
+        &bundle.sha256,
+        status
+            .server_certificate
+            .as_ref()
+            .and_then(|c| c.sha256.as_deref()),
+    ))
 }
 
 /// How often (seconds) an McpServer whose pods still mount a previous trust ConfigMap
@@ -1343,6 +1463,12 @@ fn ready_message(server: &McpServer, status: &McpServerStatus) -> String {
         ));
     }
     parts.join("; ")
+}
+
+fn old_condition_matches_reason(old: &McpServerStatus, type_: &str, reason: &str) -> bool {
+    old.conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.reason == reason)
 }
 
 fn old_condition_matches(old: &McpServerStatus, type_: &str, reason: &str, message: &str) -> bool {

@@ -227,6 +227,9 @@ pub struct CertInfo {
     pub self_issued: bool,
     /// Lowercase hex SHA-256 of the DER (the certificate's fingerprint).
     pub sha256: String,
+    /// Serial number, lowercase hex without separators (as `openssl x509 -serial`, in
+    /// lowercase).
+    pub serial: String,
 }
 
 impl CertInfo {
@@ -286,6 +289,7 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, CertParseError> {
         key_cert_sign: key_usage.map(|ku| ku.value.key_cert_sign()),
         self_issued,
         sha256: sha256_hex(der),
+        serial: hex::encode(cert.raw_serial()),
         subject,
         issuer,
     })

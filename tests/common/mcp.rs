@@ -96,11 +96,47 @@ pub fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response
     b.body(Full::new(body.into()).boxed()).unwrap()
 }
 
+/// The TLS settings of a server started by [`serve_switchable`], read at each connection:
+/// a test changes the certificate the server presents (a server that reloads, or one that
+/// keeps the old certificate). Until the first [`TlsSwitch::set`] connections are closed
+/// at once.
+#[derive(Clone, Default)]
+pub struct TlsSwitch(Arc<Mutex<Option<Arc<ServerConfig>>>>);
+
+impl TlsSwitch {
+    /// Presents `config` from the next connection on.
+    pub fn set(&self, config: Arc<ServerConfig>) {
+        *self.0.lock().unwrap() = Some(config);
+    }
+
+    fn get(&self) -> Option<Arc<ServerConfig>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
 /// Serve `make(addr)` over HTTP/1.1 on 127.0.0.1, with TLS when `tls` is set.
 pub async fn serve(
     tls: Option<Arc<ServerConfig>>,
     make: impl FnOnce(SocketAddr) -> Handler,
 ) -> Server {
+    let fixed = tls.map(|config| {
+        let switch = TlsSwitch::default();
+        switch.set(config);
+        switch
+    });
+    serve_with(fixed, make).await
+}
+
+/// Serve `make(addr)` over HTTPS on 127.0.0.1 with the TLS settings `switch` holds at
+/// each connection.
+pub async fn serve_switchable(
+    switch: TlsSwitch,
+    make: impl FnOnce(SocketAddr) -> Handler,
+) -> Server {
+    serve_with(Some(switch), make).await
+}
+
+async fn serve_with(tls: Option<TlsSwitch>, make: impl FnOnce(SocketAddr) -> Handler) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handler = make(addr);
@@ -111,7 +147,13 @@ pub async fn serve(
             };
             let _ = tcp.set_nodelay(true);
             let handler = handler.clone();
-            let tls = tls.clone();
+            let tls = match &tls {
+                None => None,
+                Some(switch) => match switch.get() {
+                    Some(config) => Some(config),
+                    None => continue,
+                },
+            };
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let handler = handler.clone();

@@ -58,6 +58,8 @@ pub fn controller_config() -> ControllerConfig {
         default_include_system_roots: false,
         default_config_map: "mcptrust-trust".into(),
         egress: Default::default(),
+        stale_certificate_grace_secs: mcptrust::controller::DEFAULT_STALE_CERTIFICATE_GRACE_SECS
+            .into(),
     }
 }
 
