@@ -275,9 +275,15 @@ fn one_swap_gives_one_signal_and_unchanged_content_none() {
     assert_eq!(start["loadedSha256"], start["currentSha256"]);
     assert_eq!(start["signalsSent"], 0);
 
+    let swapped = Instant::now();
     files.write_kubernetes(&b, 2);
-    let status = reloader.wait_decision("Signal");
     wait_until("the target's SIGHUP", || target.hups() == 1);
+    // A figure, not an assertion: the debounce (1 s) plus the decision.
+    println!(
+        "swap to SIGHUP handled: {:?} (debounce 1 s)",
+        swapped.elapsed()
+    );
+    let status = reloader.wait_decision("Signal");
     assert_eq!(status["signalsSent"], 1, "{status}");
     assert_eq!(status["loadedSha256"], status["currentSha256"]);
     assert_ne!(status["loadedSha256"], start["loadedSha256"]);
