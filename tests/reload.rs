@@ -544,3 +544,36 @@ fn start_up_errors_exit_1_and_name_the_cause() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn the_resync_finds_a_change_the_watch_misses() {
+    let ca = TestCa::new("resync CA");
+    let (a, b) = (ca.leaf(1), ca.leaf(2));
+    let (_tmp, files) = secret_dir(&a);
+    let target = Target::catcher("resync", false);
+    let reloader = Reloader::start(&files, "resync", &["--resync-seconds", "1"]);
+
+    // Rewritten inside the generation directory, below the watched one: no inotify event
+    // reaches the (non-recursive) watch, only the periodic re-hash sees it.
+    let generation = std::fs::read_link(files.dir.join("..data")).unwrap();
+    let inner = files.dir.join(generation);
+    std::fs::write(inner.join("tls.key"), &b.key_pem).unwrap();
+    std::fs::write(inner.join("tls.crt"), &b.cert_pem).unwrap();
+    let status = reloader.wait_decision("Signal");
+    assert_eq!(status["signalsSent"], 1, "{status}");
+    wait_until("the target's SIGHUP", || target.hups() == 1);
+    // Found once: a resync that saw the same new hash again would count it as a new
+    // change and push the debounce out at every tick.
+    let found_by_resync = reloader
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l["fields"]["message"] == "resync found a change the watch missed")
+        .count();
+    assert_eq!(found_by_resync, 1, "the resync's line, once");
+    assert_eq!(
+        metric(&reloader.metrics(), "mcptrust_reloader_changes_total"),
+        Some(1)
+    );
+}

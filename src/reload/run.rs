@@ -60,6 +60,7 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<()> {
         shared,
         debounce: Debounce::new(Duration::ZERO),
         first_seen: None,
+        seen_sha256: first.clone(),
     };
     sidecar.debounce = Debounce::new(Duration::from_secs(sidecar.args.debounce_seconds));
     sidecar.log_start(&first);
@@ -80,6 +81,8 @@ struct Sidecar {
     debounce: Debounce,
     /// Wall clock (Unix seconds) of the first change since the last decision.
     first_seen: Option<f64>,
+    /// The last hash computed (at start-up, by a decision or by the resync).
+    seen_sha256: String,
 }
 
 /// The target and what `/proc` says about it.
@@ -176,13 +179,14 @@ impl Sidecar {
     /// The backstop: a hash that differs from the last one counts as a change.
     fn resync(&mut self) {
         match hash::content_sha256(&self.args.watch) {
-            Ok(h) => {
-                let differs = h != self.shared.book().current();
-                if differs {
-                    tracing::info!(current_sha256 = h, "resync found a change the watch missed");
-                    self.changed();
-                }
+            // Compared with the last hash seen (not the book's, which changes only when
+            // the change settles): else each tick would push the debounce further out.
+            Ok(h) if h != self.seen_sha256 => {
+                tracing::info!(current_sha256 = h, "resync found a change the watch missed");
+                self.seen_sha256 = h;
+                self.changed();
             }
+            Ok(_) => {}
             Err(err) => {
                 tracing::warn!(error = %crate::report::one_line(&err), "resync: cannot hash the watched files")
             }
@@ -314,6 +318,7 @@ impl Sidecar {
         match hash::content_sha256(&self.args.watch) {
             Ok(h) => {
                 self.shared.book().set_current(&h);
+                self.seen_sha256.clone_from(&h);
                 Some(h)
             }
             Err(err) => {
