@@ -54,15 +54,15 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<()> {
     let watcher = super::watch::watch(&args.watch, tx)?;
     let first = hash::content_sha256(&args.watch)?;
     *shared.book() = Book::new(&first);
+    let args_debounce = args.debounce_seconds;
     let mut sidecar = Sidecar {
         args,
         process_name,
         shared,
-        debounce: Debounce::new(Duration::ZERO),
+        debounce: Debounce::new(Duration::from_secs(args_debounce)),
         first_seen: None,
         seen_sha256: first.clone(),
     };
-    sidecar.debounce = Debounce::new(Duration::from_secs(sidecar.args.debounce_seconds));
     sidecar.log_start(&first);
     readiness.set_ready();
     sidecar.run(rx, stop).await;
@@ -85,8 +85,11 @@ struct Sidecar {
     seen_sha256: String,
 }
 
-/// The target and what `/proc` says about it.
+/// The target, held by a pidfd opened before its facts were read (so that they and the
+/// signal are about the same process, whatever happens to its PID), and what `/proc`
+/// says about it.
 struct Found {
+    handle: PidHandle,
     pid: u32,
     cmdline: String,
     sig_cgt: u64,
@@ -285,19 +288,15 @@ impl Sidecar {
             self.decided(decision.as_str(), &text, target);
             return;
         }
-        let handle =
-            match PidHandle::open(found.pid).and_then(|h| h.signal(self.args.signal).map(|()| h)) {
-                Ok(handle) => handle,
-                Err(err) => {
-                    self.decided(SIGNAL_FAILED, &crate::report::one_line(&err), target);
-                    return;
-                }
-            };
+        if let Err(err) = found.handle.signal(self.args.signal) {
+            self.decided(SIGNAL_FAILED, &crate::report::one_line(&err), target);
+            return;
+        }
         self.shared.book().signalled();
         self.shared.metrics.signal();
         self.decided(decision.as_str(), &text, target);
         let window = Duration::from_secs(self.args.kill_watch_seconds);
-        match exits_within(&handle, window).await {
+        match exits_within(&found.handle, window).await {
             Ok(true) => {
                 self.shared.book().killed(found.pid);
                 self.shared.metrics.killed_target();
@@ -360,6 +359,7 @@ impl Sidecar {
             None => super::choose_target(&procs, self_pid, re),
         };
         let pid = chosen.map_err(|why| no_target(&why, container, re))?;
+        let handle = PidHandle::open(pid).map_err(|e| crate::report::one_line(&e))?;
         let dir: PathBuf = root.join(pid.to_string());
         let gone = |e: ReloadError| format!("PID {pid} vanished: {}", crate::report::one_line(&e));
         let sig_cgt = procfs::read_sig_cgt(&dir).map_err(gone)?;
@@ -376,6 +376,7 @@ impl Sidecar {
             .map(|p| p.cmdline.clone())
             .unwrap_or_default();
         Ok(Found {
+            handle,
             pid,
             cmdline,
             sig_cgt,
