@@ -250,6 +250,7 @@ impl Sidecar {
         let found = match self.find() {
             Ok(found) => found,
             Err(why) => {
+                self.shared.book().status.target = None;
                 self.decided(NO_TARGET, &why, None);
                 return;
             }
