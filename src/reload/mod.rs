@@ -249,8 +249,19 @@ impl PidHandle {
 /// Whether an ELF executable is a Go program: it has a `.go.buildinfo` section (every Go
 /// binary since Go 1.13). Bytes that are not ELF are not Go.
 pub fn is_go_binary(elf: &[u8]) -> bool {
+    is_go_elf(elf)
+}
+
+/// [`is_go_binary`] of an open executable, reading only the ELF header, the section
+/// headers and the section names (a few KiB), never the whole file: a Go server is tens
+/// of MB, and the sidecar's memory limit is 64 MiB.
+pub fn is_go_file(file: &std::fs::File) -> bool {
+    is_go_elf(&object::ReadCache::new(file))
+}
+
+fn is_go_elf<'data, R: object::ReadRef<'data>>(data: R) -> bool {
     use object::{Object, ObjectSection};
-    object::File::parse(elf).is_ok_and(|f| {
+    object::File::parse(data).is_ok_and(|f| {
         f.sections()
             .any(|s| s.name().is_ok_and(|n| n == ".go.buildinfo"))
     })

