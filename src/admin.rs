@@ -84,12 +84,6 @@ impl Readiness {
     }
 }
 
-#[derive(Clone)]
-struct AdminState {
-    metrics: Arc<Metrics>,
-    readiness: Readiness,
-}
-
 /// The admin routes:
 /// - `GET /livez`: 200 `ok` while the process serves HTTP at all;
 /// - `GET /readyz`: 200 `ready`, or 503 `not ready: TLS not loaded` before the webhook is
@@ -98,22 +92,30 @@ struct AdminState {
 /// - `GET /metrics`: [`Metrics::encode`] with content type
 ///   `application/openmetrics-text; version=1.0.0; charset=utf-8`.
 pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+    let metrics = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .with_state(metrics);
+    probes(readiness).merge(metrics)
+}
+
+/// `GET /livez` and `GET /readyz` alone, as [`router`] serves them (the reloader sidecar
+/// adds its own `/metrics`).
+pub fn probes(readiness: Readiness) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_handler))
-        .with_state(AdminState { metrics, readiness })
+        .with_state(readiness)
 }
 
 async fn livez() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<AdminState>) -> Response {
-    if state.readiness.is_ready() {
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    if readiness.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        let reason = state.readiness.reason();
+        let reason = readiness.reason();
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}"),
@@ -122,10 +124,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics_handler(State(state): State<AdminState>) -> Response {
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
     (
         [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }

@@ -158,13 +158,19 @@ impl Metrics {
     /// `# EOF\n`), to be served with [`OPENMETRICS_CONTENT_TYPE`].
     pub fn encode(&self) -> String {
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = String::new();
-        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &registry) {
-            // Only a `fmt::Write` error can get here, and writing to a String does not fail.
-            tracing::warn!(error = %err, "failed to encode metrics");
-        }
-        out
+        encode_registry(&registry)
     }
+}
+
+/// Encodes `registry` in the OpenMetrics text format (ending in `# EOF\n`), to be served
+/// with [`OPENMETRICS_CONTENT_TYPE`] (also the reloader sidecar's own registry).
+pub fn encode_registry(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        // Only a `fmt::Write` error can get here, and writing to a String does not fail.
+        tracing::warn!(error = %err, "failed to encode metrics");
+    }
+    out
 }
 
 #[cfg(test)]

