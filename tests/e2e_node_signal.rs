@@ -29,8 +29,8 @@ use common::node::{
     pod_ready, pods, secs,
 };
 use mcptrust::api::reloader::{
-    ANNOTATION_RELOAD_DEBOUNCE, ANNOTATION_RELOADER_SKIPPED, RELOADER_ADMIN_PORT,
-    RELOADER_CONTAINER, ReloaderStatus,
+    ANNOTATION_RELOAD_DEBOUNCE, ANNOTATION_RELOADER_SKIPPED, ENV_RELOADER_TARGET,
+    RELOADER_ADMIN_PORT, RELOADER_CONTAINER, ReloaderStatus,
 };
 use serde_json::{Value, json};
 
@@ -482,8 +482,17 @@ impl Scenario {
     }
 
     fn diagnose(&self) -> String {
+        // What the reloader sees of the pod's processes: each command line, and whether
+        // its environment still carries the webhook's mark (a process that rewrites its
+        // title over its environment, as nginx does, loses it).
+        let script = format!(
+            "for d in /proc/[0-9]*; do [ $d = /proc/$$ ] && continue; echo \"$d $(/bin/busybox tr '\\0' ' ' < $d/cmdline) {ENV_RELOADER_TARGET}:$(/bin/busybox grep -c {ENV_RELOADER_TARGET}= $d/environ 2>&1)\"; done"
+        );
+        let procs =
+            self.node
+                .exec_output(&self.ns, &self.pod, Some(CONTAINER), &["sh", "-c", &script]);
         format!(
-            "--- McpServer\n{}\n--- reloader /status\n{:?}\n--- reloader log\n{}\n--- server log\n{}\n{}\n{}",
+            "--- McpServer\n{}\n--- reloader /status\n{:?}\n--- processes of the pod\n{}{}\n--- reloader log\n{}\n--- server log\n{}\n{}\n{}",
             String::from_utf8_lossy(
                 &self
                     .cp
@@ -491,6 +500,8 @@ impl Scenario {
                     .stdout
             ),
             reloader_status(&self.ip),
+            String::from_utf8_lossy(&procs.stdout),
+            String::from_utf8_lossy(&procs.stderr),
             tail(&self.node.logs(&self.ns, &self.pod, RELOADER_CONTAINER), 30),
             tail(&self.node.logs(&self.ns, &self.pod, CONTAINER), 20),
             self.node.diagnose(&self.ns, &self.pod),
