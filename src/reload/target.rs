@@ -32,13 +32,16 @@ pub fn target_mark(environ: &[u8]) -> Environ {
 
 /// Chooses the process of container `container` to signal: of the processes marked
 /// `MCPTRUST_RELOADER_TARGET=<container>` in `environ` (never PID 1, never `self_pid`)
-/// whose command line `process_name` matches, the topmost. When none is marked and some
-/// environment could not be read ([`Environ::Unreadable`]: the target may be hiding it),
-/// falls back to [`choose_target`]'s cgroup rule; when every environment was readable and
-/// none is marked, there is no target.
+/// whose command line `process_name` matches, the topmost. When none is marked, falls back
+/// to [`choose_target`]'s cgroup rule: the mark may be hidden ([`Environ::Unreadable`]: a
+/// target with capabilities hides its environment from a reloader without any) or
+/// overwritten (nginx, PostgreSQL and other programs that set a process title write it
+/// over their original argv and environ, which is what `/proc/<pid>/environ` reads, so the
+/// mark reads as [`Environ::Unmarked`]; measured with Debian's nginx on the real node).
 ///
 /// # Errors
-/// [`NoTarget`] when nothing matches, or when several topmost processes do.
+/// [`NoTarget`] when nothing matches, or when several topmost processes do (then
+/// `spec.rotation.processName` tells them apart).
 pub fn choose_container_target(
     procs: &[Process],
     environ: &HashMap<u32, Environ>,
@@ -46,19 +49,16 @@ pub fn choose_container_target(
     container: &str,
     process_name: Option<&regex::Regex>,
 ) -> Result<u32, NoTarget> {
-    let others = || procs.iter().filter(|p| p.pid != 1 && p.pid != self_pid);
-    let marked: Vec<&Process> = others()
+    let marked: Vec<&Process> = procs
+        .iter()
+        .filter(|p| p.pid != 1 && p.pid != self_pid)
         .filter(|p| matches!(environ.get(&p.pid), Some(Environ::Target(n)) if n == container))
         .filter(|p| process_name.is_none_or(|re| re.is_match(&p.cmdline)))
         .collect();
-    if !marked.is_empty() {
-        return topmost(&marked);
-    }
-    let hidden = others().any(|p| matches!(environ.get(&p.pid), Some(Environ::Unreadable)));
-    if hidden {
+    if marked.is_empty() {
         choose_target(procs, self_pid, process_name)
     } else {
-        Err(NoTarget::NoMatch)
+        topmost(&marked)
     }
 }
 

@@ -406,16 +406,28 @@ fn container_target_is_the_topmost_marked_process() {
         choose_container_target(&procs, &env, 20, "nginx", Some(&workers)),
         Err(NoTarget::Ambiguous(vec![12, 13]))
     );
-    // Another container's name: nothing marked, every environment readable: no target.
+    // Nothing marked for this name: the cgroup rule, which cannot tell two containers apart.
     assert_eq!(
         choose_container_target(&procs, &env, 20, "redis", None),
-        Err(NoTarget::NoMatch)
+        Err(NoTarget::Ambiguous(vec![7, 30]))
     );
-    // Never PID 1 or the reloader itself, even if marked.
+    // Never PID 1 or the reloader itself, even if marked (then the cgroup rule decides).
     let env = marks(&[1, 20], &[7, 12, 13, 30], &[]);
     assert_eq!(
         choose_container_target(&procs, &env, 20, "nginx", None),
-        Err(NoTarget::NoMatch)
+        Err(NoTarget::Ambiguous(vec![7, 30]))
+    );
+}
+
+#[test]
+fn overwritten_environments_fall_back_to_the_cgroup_rule() {
+    // nginx writes its process title ("nginx: master process ...") over argv and environ:
+    // its processes read as unmarked, though readable.
+    let procs = nginx_pod();
+    let env = marks(&[], &[7, 12, 13, 20], &[1]);
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", None),
+        Ok(7)
     );
 }
 
