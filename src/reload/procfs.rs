@@ -47,7 +47,7 @@ pub fn scan(
             let mark = match std::fs::read(dir.join("environ")) {
                 Ok(bytes) => target_mark(&bytes),
                 Err(e) if e.kind() == ErrorKind::PermissionDenied => Environ::Unreadable,
-                Err(_) => Environ::Unmarked,
+                Err(_) => Environ::Blank,
             };
             environ.insert(pid, mark);
         }

@@ -11,8 +11,15 @@ use crate::api::reloader::ENV_RELOADER_TARGET;
 pub enum Environ {
     /// `MCPTRUST_RELOADER_TARGET=<name>`: a process of container `<name>`.
     Target(String),
-    /// Readable, without the mark (or empty: kernel threads, zombies).
+    /// Readable, with `NAME=value` entries, none of them the mark: a program whose
+    /// environment is intact, so not of the marked container (every process of it inherits
+    /// the mark, unless its parent cleared the environment).
     Unmarked,
+    /// Readable and without a single `NAME=value` entry: empty (kernel threads, zombies, a
+    /// child started with `env -i`), gone, or overwritten by a process title (nginx,
+    /// PostgreSQL and other programs write their title over argv and environ, which is
+    /// what `/proc/<pid>/environ` reads; measured with Debian's nginx on the real node).
+    Blank,
     /// EACCES: the process has capabilities (or another UID), so a reloader without any
     /// may not read it.
     Unreadable,
@@ -22,22 +29,42 @@ pub enum Environ {
 /// NUL bytes), if it carries [`ENV_RELOADER_TARGET`].
 pub fn target_mark(environ: &[u8]) -> Environ {
     let prefix = format!("{ENV_RELOADER_TARGET}=");
-    environ
+    let mut entries = environ
         .split(|b| *b == 0)
+        .filter(|e| is_variable(e))
+        .peekable();
+    if entries.peek().is_none() {
+        return Environ::Blank;
+    }
+    entries
         .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
         .map_or(Environ::Unmarked, |name| {
             Environ::Target(String::from_utf8_lossy(name).into_owned())
         })
 }
 
+/// Whether an environ entry is `NAME=value` with a POSIX-portable name (letters, digits,
+/// `_`, not starting with a digit): a process title written over the environment is not.
+fn is_variable(entry: &[u8]) -> bool {
+    let Some(eq) = entry.iter().position(|b| *b == b'=') else {
+        return false;
+    };
+    let name = &entry[..eq];
+    !name.is_empty()
+        && !name[0].is_ascii_digit()
+        && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
 /// Chooses the process of container `container` to signal: of the processes marked
 /// `MCPTRUST_RELOADER_TARGET=<container>` in `environ` (never PID 1, never `self_pid`)
-/// whose command line `process_name` matches, the topmost. When none is marked, falls back
-/// to [`choose_target`]'s cgroup rule: the mark may be hidden ([`Environ::Unreadable`]: a
-/// target with capabilities hides its environment from a reloader without any) or
-/// overwritten (nginx, PostgreSQL and other programs that set a process title write it
-/// over their original argv and environ, which is what `/proc/<pid>/environ` reads, so the
-/// mark reads as [`Environ::Unmarked`]; measured with Debian's nginx on the real node).
+/// whose command line `process_name` matches, the topmost.
+///
+/// When none is marked, the mark may be hidden ([`Environ::Unreadable`]: a target with
+/// capabilities hides its environment from a reloader without any) or overwritten
+/// ([`Environ::Blank`]: a process title). Then [`choose_target`]'s cgroup rule decides
+/// among the processes of the cgroups (containers) that hold no [`Environ::Unmarked`]
+/// process, i.e. no program with an intact environment without the mark, which would
+/// belong to another container (another sidecar, or the host outside a pod).
 ///
 /// # Errors
 /// [`NoTarget`] when nothing matches, or when several topmost processes do (then
@@ -49,17 +76,28 @@ pub fn choose_container_target(
     container: &str,
     process_name: Option<&regex::Regex>,
 ) -> Result<u32, NoTarget> {
+    let mark_of = |p: &Process| environ.get(&p.pid);
     let marked: Vec<&Process> = procs
         .iter()
         .filter(|p| p.pid != 1 && p.pid != self_pid)
-        .filter(|p| matches!(environ.get(&p.pid), Some(Environ::Target(n)) if n == container))
+        .filter(|p| matches!(mark_of(p), Some(Environ::Target(n)) if n == container))
         .filter(|p| process_name.is_none_or(|re| re.is_match(&p.cmdline)))
         .collect();
-    if marked.is_empty() {
-        choose_target(procs, self_pid, process_name)
-    } else {
-        topmost(&marked)
+    if !marked.is_empty() {
+        return topmost(&marked);
     }
+    // Cgroups with an intact environment that lacks the mark (or marks another container).
+    let foreign: Vec<&str> = procs
+        .iter()
+        .filter(|p| matches!(mark_of(p), Some(Environ::Unmarked | Environ::Target(_))))
+        .map(|p| p.cgroup.as_str())
+        .collect();
+    let rest: Vec<Process> = procs
+        .iter()
+        .filter(|p| p.pid == 1 || p.pid == self_pid || !foreign.contains(&p.cgroup.as_str()))
+        .cloned()
+        .collect();
+    choose_target(&rest, self_pid, process_name)
 }
 
 /// `btime` (boot time, whole Unix seconds, rounded down) of a `/proc/stat` text.

@@ -362,7 +362,7 @@ fn environment_mark_names_the_container() {
         Environ::Target("nginx".into())
     );
     assert_eq!(target_mark(b"PATH=/bin\0"), Environ::Unmarked);
-    assert_eq!(target_mark(b""), Environ::Unmarked);
+    assert_eq!(target_mark(b""), Environ::Blank);
     // A longer name that starts like the variable is not it.
     assert_eq!(
         target_mark(b"MCPTRUST_RELOADER_TARGETX=nginx\0"),
@@ -406,16 +406,16 @@ fn container_target_is_the_topmost_marked_process() {
         choose_container_target(&procs, &env, 20, "nginx", Some(&workers)),
         Err(NoTarget::Ambiguous(vec![12, 13]))
     );
-    // Nothing marked for this name: the cgroup rule, which cannot tell two containers apart.
+    // Another container's name: nothing marked, every environment intact: no target.
     assert_eq!(
         choose_container_target(&procs, &env, 20, "redis", None),
-        Err(NoTarget::Ambiguous(vec![7, 30]))
+        Err(NoTarget::NoMatch)
     );
-    // Never PID 1 or the reloader itself, even if marked (then the cgroup rule decides).
+    // Never PID 1 or the reloader itself, even if marked.
     let env = marks(&[1, 20], &[7, 12, 13, 30], &[]);
     assert_eq!(
         choose_container_target(&procs, &env, 20, "nginx", None),
-        Err(NoTarget::Ambiguous(vec![7, 30]))
+        Err(NoTarget::NoMatch)
     );
 }
 
@@ -423,11 +423,29 @@ fn container_target_is_the_topmost_marked_process() {
 fn overwritten_environments_fall_back_to_the_cgroup_rule() {
     // nginx writes its process title ("nginx: master process ...") over argv and environ:
     // its processes read as unmarked, though readable.
-    let procs = nginx_pod();
-    let env = marks(&[], &[7, 12, 13, 20], &[1]);
+    let title = b"nginx: master process nginx -g daemon off;\0\0\0";
+    assert_eq!(target_mark(title), Environ::Blank);
+    let mut procs = nginx_pod();
+    let mut env = marks(&[], &[20], &[1]);
+    for pid in [7, 12, 13] {
+        env.insert(pid, target_mark(title));
+    }
     assert_eq!(
         choose_container_target(&procs, &env, 20, "nginx", None),
         Ok(7)
+    );
+    // A second container with an intact environment is not a candidate...
+    procs.push(p(30, 0, "python3 app.py", "0::/kubepods/pod1/app"));
+    env.insert(30, Environ::Unmarked);
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", None),
+        Ok(7)
+    );
+    // ...but one that hides its environment is: two topmost processes, no target.
+    env.insert(30, Environ::Unreadable);
+    assert_eq!(
+        choose_container_target(&procs, &env, 20, "nginx", None),
+        Err(NoTarget::Ambiguous(vec![7, 30]))
     );
 }
 

