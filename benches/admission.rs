@@ -4,8 +4,9 @@
 //! with managedFields and the kube-api-access volume), plus the second pass on an
 //! already-injected pod (the answer is an empty allow). `cluster-<n>/review+encode` answers
 //! pod-typical with the webhook's cluster resolver over a cache of `n` McpServers (1 and
-//! 1,000, spread over 50 namespaces; the one selecting the pod in its namespace carries a
-//! proxy and env): how the answer's cost grows with the cluster.
+//! 1,000 spread over 50 namespaces, and 10,000 all in the pod's namespace; the one selecting
+//! the pod sorts last in its namespace and carries a proxy and env): how the answer's cost
+//! grows with the cluster.
 //! Run: `cargo bench --bench admission`. Profiling workload: see [`profile`].
 
 /// The binary's allocator, so that the figures are those of `mcptrust` as shipped.
@@ -87,22 +88,23 @@ fn injected(body: &[u8], mutator: &StaticMutator) -> Vec<u8> {
     serde_json::to_vec(&root).unwrap_or_default()
 }
 
-/// A [`ClusterMutator`] over `n` McpServers in 50 namespaces (`ns-0` ... `ns-49`, with
-/// `agents` as `ns-0`): in `agents`, `github` selects pod-typical
+/// A [`ClusterMutator`] over `n` McpServers in `namespaces` namespaces (`ns-0`,
+/// `ns-1`..., with `agents` as `ns-0`): in `agents`, `zz-github` selects pod-typical
 /// (`app.kubernetes.io/name: github-mcp`) and sets a proxy and an env variable; every other
-/// McpServer selects other pods.
-fn cluster_mutator(n: usize) -> ClusterMutator {
+/// McpServer selects other pods. `zz-github` sorts last by name in its namespace: a
+/// resolver that scanned the namespace would look at every McpServer first.
+fn cluster_mutator(n: usize, namespaces: usize) -> ClusterMutator {
     let (servers, mut writer) = reflector::store::<McpServer>();
     writer.apply_watcher_event(&watcher::Event::Init);
     for i in 0..n {
         let (ns, name, app) = match i {
             0 => (
                 "agents".to_string(),
-                "github".to_string(),
+                "zz-github".to_string(),
                 "github-mcp".to_string(),
             ),
             _ => (
-                format!("ns-{}", i % 50),
+                format!("ns-{}", i % namespaces),
                 format!("mcp-{i}"),
                 format!("app-{i}"),
             ),
@@ -170,17 +172,22 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pod-typical/encode_review-before-fix", |b| {
         b.iter(|| encode_review_before_fix(black_box(&kube_typical)))
     });
-    for n in [1, 1000] {
-        let cluster = cluster_mutator(n);
+    // 1 and 1,000 McpServers over 50 namespaces; 10,000 all in the pod's namespace.
+    for (n, namespaces, label) in [
+        (1, 50, "cluster-1"),
+        (1000, 50, "cluster-1000"),
+        (10_000, 1, "cluster-10000-one-namespace"),
+    ] {
+        let cluster = cluster_mutator(n, namespaces);
         let body = FIXTURES[1].1;
         let (r, outcome) = review(body, &cluster);
         println!(
-            "cluster-{n}: answer {} bytes, outcome {}",
+            "{label}: answer {} bytes, outcome {}",
             encode_review(&r).len(),
             outcome.as_str()
         );
         group.throughput(Throughput::Elements(1));
-        group.bench_function(format!("cluster-{n}/review+encode"), |b| {
+        group.bench_function(format!("{label}/review+encode"), |b| {
             b.iter(|| {
                 let (r, outcome) = review(black_box(body), &cluster);
                 (encode_review(&r), outcome)
@@ -220,7 +227,7 @@ fn profile(spec: &str) {
     let mut config = InjectConfig::sandbox_demo();
     config.trust_bundle_sha256 = Some("ab".repeat(32));
     let mutator: Box<dyn Mutator> = match cluster {
-        Some(servers) => Box::new(cluster_mutator(servers)),
+        Some(servers) => Box::new(cluster_mutator(servers, 50)),
         None => Box::new(StaticMutator::new(&config, None)),
     };
     let mutator = mutator.as_ref();

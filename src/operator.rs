@@ -417,7 +417,8 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
         watcher(
             Api::<McpServer>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(controller::resolver::slim_server),
     )
     .default_backoff()
     // The reflector has written the store when it yields: the resolver's index of
@@ -433,13 +434,15 @@ async fn start_caches(client: Client, stop: watch::Receiver<bool>) -> controller
         watcher(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             managed.clone(),
-        ),
+        )
+        .modify(controller::resolver::slim_meta),
     )
     .default_backoff()
     .for_each(|_| async {});
     let s3 = reflector(
         w3,
-        watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client), managed),
+        watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client), managed)
+            .modify(controller::resolver::slim_meta),
     )
     .default_backoff()
     .for_each(|_| async {});

@@ -312,3 +312,110 @@ fn the_index_and_the_env_blocks_follow_the_store() {
     caches.apply_server_event(&watcher::Event::InitDone);
     check(Some("ns-7/m-relisted"), Some("v4"));
 }
+
+/// The label index answers what a scan of the namespace would: for McpServers with every
+/// kind of selector (`matchLabels` of one or two pairs, `matchExpressions` only, `{}`, none)
+/// and pods with every mix of labels, the selected McpServer is the first by name whose
+/// selector matches, before and after edits that move McpServers between buckets and
+/// deletes.
+#[test]
+fn the_label_index_selects_what_a_scan_selects() {
+    let (servers, mut writer) = reflector::store::<McpServer>();
+    let (secrets, _w2) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (config_maps, _w3) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    // A small deterministic generator (xorshift): the same cases on every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let keys = ["app", "tier", "team"];
+    let values = ["a", "b", "c"];
+    let selector = |next: &mut dyn FnMut(u64) -> u64| -> Value {
+        match next(6) {
+            0 => Value::Null,
+            1 => json!({}),
+            2 => json!({"matchExpressions": [{"key": keys[next(3) as usize], "operator": "In",
+                                               "values": [values[next(3) as usize]]}]}),
+            3 => json!({"matchLabels": {keys[next(3) as usize]: values[next(3) as usize],
+                                         keys[next(3) as usize]: values[next(3) as usize]}}),
+            _ => json!({"matchLabels": {keys[next(3) as usize]: values[next(3) as usize]},
+                        "matchExpressions": [{"key": keys[next(3) as usize], "operator": "NotIn",
+                                              "values": [values[next(3) as usize]]}]}),
+        }
+    };
+    let make = |name: &str, sel: Value| -> McpServer {
+        let mut spec = json!({"endpoint": {"url": format!("https://{name}.ns.svc/mcp/")}});
+        if !sel.is_null() {
+            spec["podSelector"] = sel;
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
+            "metadata": {"name": name, "namespace": "ns"}, "spec": spec,
+        }))
+        .expect("McpServer")
+    };
+    let mut current: BTreeMap<String, McpServer> = (0..60)
+        .map(|_| {
+            let name = format!("s-{:02}", next(100));
+            let s = make(&name, selector(&mut next));
+            (name, s)
+        })
+        .collect();
+    fill(&mut writer, current.values().cloned().collect());
+    let caches = Caches::new(servers, secrets, config_maps);
+    let m = ClusterMutator::new(InjectConfig::embedded_default(), caches.clone());
+    let pods: Vec<BTreeMap<String, String>> = (0..200)
+        .map(|_| {
+            (0..next(4))
+                .map(|_| {
+                    (
+                        keys[next(3) as usize].to_string(),
+                        values[next(3) as usize].to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let check = |current: &BTreeMap<String, McpServer>| {
+        for labels in &pods {
+            let expected = current
+                .iter()
+                .find(|(_, s)| {
+                    s.spec
+                        .pod_selector
+                        .as_ref()
+                        .is_some_and(|sel| mcptrust::api::selector_matches(sel, labels))
+                })
+                .map(|(n, _)| format!("ns/{n}"));
+            let p = apply(&m, "ns", &pod("ns", json!(labels), json!({})));
+            assert_eq!(
+                p["metadata"]["annotations"]["mcptrust.io/mcpserver"].as_str(),
+                expected.as_deref(),
+                "pod labels {labels:?}"
+            );
+        }
+    };
+    check(&current);
+    // Edits (a new selector, often another bucket), new McpServers and deletes.
+    for _ in 0..5 {
+        for _ in 0..20 {
+            let name = format!("s-{:02}", next(100));
+            let ev = if next(4) == 0 {
+                match current.remove(&name) {
+                    Some(s) => watcher::Event::Delete(s),
+                    None => continue,
+                }
+            } else {
+                let s = make(&name, selector(&mut next));
+                current.insert(name, s.clone());
+                watcher::Event::Apply(s)
+            };
+            writer.apply_watcher_event(&ev);
+            caches.apply_server_event(&ev);
+        }
+        check(&current);
+    }
+}
