@@ -337,24 +337,11 @@ fn burst_benchmark() {
     );
     let (rss_idle, _) = memory_kib(operator.pid);
 
-    // 8 files of McpServers, one `kubectl create -f` each, all at once.
-    let files: Vec<PathBuf> = (0..workers)
-        .map(|w| {
-            let items: Vec<Value> = (w..servers)
-                .step_by(workers)
-                .map(|i| {
-                    let mut s = mtls_server(&all_ns[i % namespaces], i);
-                    s["metadata"]["labels"] = json!({"e2e.mcptrust.io/burst": "1"});
-                    s
-                })
-                .collect();
-            let path = cp.dir.join(format!("burst-{w}.json"));
-            std::fs::write(
-                &path,
-                json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string(),
-            )
-            .unwrap();
-            path
+    let items: Vec<Value> = (0..servers)
+        .map(|i| {
+            let mut s = mtls_server(&all_ns[i % namespaces], i);
+            s["metadata"]["labels"] = json!({"e2e.mcptrust.io/burst": "1"});
+            s
         })
         .collect();
     let (api_pid, etcd_pid) = cp.pids();
@@ -364,78 +351,10 @@ fn burst_benchmark() {
     let control_start = control_cpu();
     let cpu_start = cpu_seconds(operator.pid);
     let started = Instant::now();
-    let children: Vec<_> = files
-        .iter()
-        .map(|f| {
-            std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&cp.kubeconfig)
-                .args(["create", "-o", "name", "-f"])
-                .arg(f)
-                .env_remove("KUBECONFIG")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    create_in_parallel(cp, items, workers, "burst");
     let created = started.elapsed();
-
-    // Ready, followed with a watch (one list, then one event per change: cheap for the
-    // machine the operator shares).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let ready_after = rt.block_on(async {
-        use futures::StreamExt as _;
-        use kube::runtime::{WatchStreamExt as _, watcher};
-        let api: kube::Api<mcptrust::api::McpServer> = kube::Api::all(cp.client().await);
-        let mut events = std::pin::pin!(
-            watcher(
-                api,
-                watcher::Config::default().labels("e2e.mcptrust.io/burst=1")
-            )
-            .default_backoff()
-            .applied_objects()
-        );
-        let mut ready = std::collections::HashSet::new();
-        let wait = async {
-            while let Some(Ok(s)) = events.next().await {
-                let is_ready = s.status.as_ref().is_some_and(|st| {
-                    st.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                });
-                let name = format!(
-                    "{}/{}",
-                    s.metadata.namespace.as_deref().unwrap_or_default(),
-                    s.metadata.name.as_deref().unwrap_or_default()
-                );
-                if is_ready {
-                    ready.insert(name);
-                } else {
-                    ready.remove(&name);
-                }
-                if ready.len() == servers {
-                    return started.elapsed();
-                }
-            }
-            panic!("the watch of McpServers ended");
-        };
-        match tokio::time::timeout(Duration::from_secs(900), wait).await {
-            Ok(t) => t,
-            Err(_) => panic!("not all Ready after 900 s:\n{}", operator.tail(30)),
-        }
-    });
+    wait_all_ready(cp, "e2e.mcptrust.io/burst=1", servers, &operator);
+    let ready_after = started.elapsed();
     let cpu_burst = cpu_seconds(operator.pid) - cpu_start;
     let control_burst = control_cpu() - control_start;
     let profile_ready = api_profile(cp);
@@ -534,6 +453,103 @@ fn burst_benchmark() {
         mib(hwm),
         mib(rss)
     );
+}
+
+/// Creates `items` (McpServers) with `workers` parallel `kubectl create -f`, one file each
+/// (`<prefix>-<w>.json` in the control plane's directory), and returns when all have
+/// answered; a failed create fails the test.
+fn create_in_parallel(cp: &ControlPlane, items: Vec<Value>, workers: usize, prefix: &str) {
+    let mut parts: Vec<Vec<Value>> = vec![Vec::new(); workers];
+    for (i, item) in items.into_iter().enumerate() {
+        parts[i % workers].push(item);
+    }
+    let files: Vec<PathBuf> = parts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(w, part)| {
+            let path = cp.dir.join(format!("{prefix}-{w}.json"));
+            std::fs::write(
+                &path,
+                json!({"apiVersion": "v1", "kind": "List", "items": part}).to_string(),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&cp.kubeconfig)
+                .args(["create", "-o", "name", "-f"])
+                .arg(f)
+                .env_remove("KUBECONFIG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Waits until `n` McpServers matching `label_selector` are Ready, followed with a watch
+/// (one list, then one event per change: cheap for the machine the operator shares);
+/// fails after 900 s with the operator's log.
+fn wait_all_ready(cp: &ControlPlane, label_selector: &str, n: usize, operator: &Supervised) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, watcher};
+        let api: kube::Api<mcptrust::api::McpServer> = kube::Api::all(cp.client().await);
+        let mut events = std::pin::pin!(
+            watcher(api, watcher::Config::default().labels(label_selector))
+                .default_backoff()
+                .applied_objects()
+        );
+        let mut ready = std::collections::HashSet::new();
+        let wait = async {
+            while let Some(Ok(s)) = events.next().await {
+                let is_ready = s.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                let name = format!(
+                    "{}/{}",
+                    s.metadata.namespace.as_deref().unwrap_or_default(),
+                    s.metadata.name.as_deref().unwrap_or_default()
+                );
+                if is_ready {
+                    ready.insert(name);
+                } else {
+                    ready.remove(&name);
+                }
+                if ready.len() == n {
+                    return;
+                }
+            }
+            panic!("the watch of McpServers ended");
+        };
+        if tokio::time::timeout(Duration::from_secs(900), wait)
+            .await
+            .is_err()
+        {
+            panic!("not all Ready after 900 s:\n{}", operator.tail(30));
+        }
+    });
 }
 
 /// Prints what the ConfigMaps of `namespaces` weigh: their count and total bytes as the API
@@ -656,4 +672,269 @@ fn secrets_changed_behind_the_operators_back_are_reissued(
         assert_eq!(sha, status_field(cp, &ns, name, path), "{secret}");
     }
     assert_eq!(ready_count(cp, &ns), n);
+}
+
+/// The answer to one admission from the operator's webhook (`curl`, verifying the
+/// webhook's certificate with `ca`): the decoded JSONPatch text, empty when there is none.
+fn admission_patch(port: u16, ca: &std::path::Path, body: &std::path::Path) -> String {
+    use base64::Engine as _;
+    let out = std::process::Command::new("curl")
+        .args(["-fsS", "--cacert"])
+        .arg(ca)
+        .args(["-X", "POST", "-H", "Content-Type: application/json"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("https://127.0.0.1:{port}/mutate"))
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("an AdmissionReview");
+    answer["response"]["patch"]
+        .as_str()
+        .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+        .unwrap_or_default()
+}
+
+/// One oha run at a fixed rate: requests/s, p50, p99 and p99.9 (seconds), and failures
+/// (answers other than 200 and transport errors; requests cut at the deadline excluded).
+#[derive(Debug, Clone, Copy)]
+struct LoadRun {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    failures: u64,
+}
+
+/// Drives the webhook at `rate` req/s for `duration` (oha syntax, e.g. `30s`) over 16
+/// HTTP/1.1 keep-alive connections, with oha's latency correction (coordinated omission):
+/// the rate is the schedule, and a late answer delays no later request.
+fn oha_at_rate(
+    oha: &std::path::Path,
+    port: u16,
+    ca: &std::path::Path,
+    body: &std::path::Path,
+    rate: u32,
+    duration: &str,
+) -> LoadRun {
+    let out = std::process::Command::new(oha)
+        .args(["--no-tui", "--output-format", "json", "--cacert"])
+        .arg(ca)
+        .args(["-m", "POST", "-T", "application/json", "-D"])
+        .arg(body)
+        .args([
+            "-z",
+            duration,
+            "-q",
+            &rate.to_string(),
+            "--latency-correction",
+        ])
+        .args(["-c", "16"])
+        .arg(format!("https://127.0.0.1:{port}/mutate"))
+        .output()
+        .expect("oha runs");
+    assert!(
+        out.status.success(),
+        "oha: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("oha's JSON");
+    let p = &r["latencyPercentiles"];
+    let ok = r["statusCodeDistribution"]["200"].as_u64().unwrap_or(0);
+    let answered: u64 = r["statusCodeDistribution"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    let errors: u64 = r["errorDistribution"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.contains("deadline"))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    LoadRun {
+        rps: r["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
+        p50: p["p50"].as_f64().unwrap_or(f64::NAN),
+        p99: p["p99"].as_f64().unwrap_or(f64::NAN),
+        p999: p["p99.9"].as_f64().unwrap_or(f64::NAN),
+        failures: answered - ok + errors,
+    }
+}
+
+/// The webhook's admission latency with the McpServer index nearly empty and then full,
+/// in one operator process (`mcptrust run`: controller and webhook, as the chart runs
+/// it): oha drives `POST /mutate` with `tests/fixtures/admission/pod-typical.json` (in the
+/// first namespace) at `WEBHOOK_BENCH_RATE` (2,000) req/s for `WEBHOOK_BENCH_DURATION`
+/// (30s), `WEBHOOK_BENCH_RUNS` (3) times, first with the one McpServer that selects the
+/// pod, then with `WEBHOOK_BENCH_SERVERS` (10,000) mTLS McpServers over
+/// `WEBHOOK_BENCH_NAMESPACES` (100) namespaces, all Ready, each with its own podSelector.
+/// The selecting McpServer sorts last by name in its namespace, so that every admission
+/// looks at every McpServer of the namespace before it finds it: the worst case of the
+/// index. Issue 22's goal: the p99 with 10,000 within 10 % of the p99 with 1. Needs `oha`
+/// (`OHA`, else on PATH); `bash bench/webhook-index.sh` installs it and runs this.
+#[test]
+#[ignore = "a benchmark: bash bench/webhook-index.sh"]
+fn webhook_index_benchmark() {
+    let Some(cp) = e2e!() else { return };
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let servers: usize = var("WEBHOOK_BENCH_SERVERS", "10000").parse().unwrap();
+    let namespaces: usize = var("WEBHOOK_BENCH_NAMESPACES", "100").parse().unwrap();
+    let rate: u32 = var("WEBHOOK_BENCH_RATE", "2000").parse().unwrap();
+    let duration = var("WEBHOOK_BENCH_DURATION", "30s");
+    let runs: usize = var("WEBHOOK_BENCH_RUNS", "3").parse().unwrap();
+    let oha = PathBuf::from(var("OHA", "oha"));
+    cp.install_crds();
+    let op_ns = cp.namespace("mcptrust");
+    let all_ns: Vec<String> = (0..namespaces.max(1))
+        .map(|_| cp.namespace("index"))
+        .collect();
+    let pod_ns = &all_ns[0];
+
+    let dir = tempfile::tempdir().unwrap();
+    let webhook_ca = common::TestCa::new("bench-webhook-ca");
+    let files = common::TlsFiles::in_dir(dir.path());
+    files.write_atomic(&webhook_ca.leaf(1));
+    let ca_file = dir.path().join("webhook-ca.pem");
+    std::fs::write(&ca_file, &webhook_ca.pem).unwrap();
+    let mut review: Value =
+        serde_json::from_slice(include_bytes!("fixtures/admission/pod-typical.json")).unwrap();
+    review["request"]["namespace"] = json!(pod_ns);
+    review["request"]["object"]["metadata"]["namespace"] = json!(pod_ns);
+    let body = dir.path().join("review.json");
+    std::fs::write(&body, review.to_string()).unwrap();
+
+    let (admin_port, webhook_port) = (free_port(), free_port());
+    let bin = std::env::var_os("BURST_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(common::envtest::mcptrust_bin);
+    let args: Vec<String> = [
+        "run",
+        "--kubeconfig",
+        cp.kubeconfig.to_str().unwrap(),
+        "--operator-namespace",
+        &op_ns,
+        "--disable-endpoint-probe",
+        "--disable-leader-election",
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+        "--webhook-listen",
+        &format!("127.0.0.1:{webhook_port}"),
+        "--webhook-cert-mode",
+        "provided",
+        "--tls-cert-file",
+        files.cert.to_str().unwrap(),
+        "--tls-key-file",
+        files.key.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let operator = Supervised::start(
+        &bin,
+        &args,
+        &[("MCPTRUST_LOG", "info"), ("POD_NAME", "bench")],
+        &cp.dir.join("webhook-index.log"),
+        None,
+    );
+    wait_until_or(
+        Duration::from_secs(60),
+        "the operator's /readyz",
+        || http_get(admin_port, "/readyz").starts_with("ready") && counters(admin_port).is_some(),
+        || operator.tail(30),
+    );
+
+    let label = "e2e.mcptrust.io/index";
+    // The McpServer that selects the pod: last by name in its namespace.
+    let mut target = mtls_server(pod_ns, 0);
+    target["metadata"]["name"] = json!("zz-github-mcp");
+    target["metadata"]["labels"] = json!({label: "1"});
+    target["spec"]["podSelector"] =
+        json!({"matchLabels": {"app.kubernetes.io/name": "github-mcp"}});
+    create_in_parallel(cp, vec![target], 1, "index-target");
+    wait_all_ready(cp, &format!("{label}=1"), 1, &operator);
+    let selects = |phase: &str| {
+        wait_until_or(
+            Duration::from_secs(60),
+            &format!("the webhook to inject zz-github-mcp's settings ({phase})"),
+            || admission_patch(webhook_port, &ca_file, &body).contains("zz-github-mcp"),
+            || operator.tail(30),
+        );
+    };
+    selects("1 McpServer");
+
+    let measure = |phase: &str| -> Vec<LoadRun> {
+        // A warm-up: connections, allocator, the env block's first computation.
+        oha_at_rate(&oha, webhook_port, &ca_file, &body, rate, "3s");
+        (0..runs)
+            .map(|i| {
+                let r = oha_at_rate(&oha, webhook_port, &ca_file, &body, rate, &duration);
+                println!(
+                    "  {phase}, run {}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {} failed",
+                    i + 1,
+                    r.rps,
+                    r.p50 * 1e3,
+                    r.p99 * 1e3,
+                    r.p999 * 1e3,
+                    r.failures
+                );
+                std::thread::sleep(Duration::from_secs(1));
+                r
+            })
+            .collect()
+    };
+    let rss = || proc_status_kib(operator.pid, "VmRSS") as f64 / 1024.0;
+    let rss_one = rss();
+    let one = measure("1 McpServer");
+
+    let items: Vec<Value> = (1..servers)
+        .map(|i| {
+            let mut s = mtls_server(&all_ns[i % all_ns.len()], i);
+            s["metadata"]["labels"] = json!({label: "1"});
+            s["spec"]["podSelector"] =
+                json!({"matchLabels": {"app.kubernetes.io/name": format!("server-{i}")}});
+            s
+        })
+        .collect();
+    create_in_parallel(cp, items, 8, "index");
+    wait_all_ready(cp, &format!("{label}=1"), servers, &operator);
+    // The controller's last writes, then quiet.
+    settle(admin_port, Duration::from_secs(5), &operator);
+    selects(&format!("{servers} McpServers"));
+    let rss_many = rss();
+    let many = measure(&format!("{servers} McpServers"));
+
+    let median = |runs: &[LoadRun], f: fn(&LoadRun) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "webhook admission at {rate} req/s for {duration} x {runs} (oha, 16 HTTP/1.1 connections, latency correction), pod-typical.json; medians:"
+    );
+    println!(
+        "| McpServers indexed | in the pod's namespace | req/s | p50 ms | p99 ms | p99.9 ms | failed | operator RSS MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let in_ns = servers.div_ceil(all_ns.len());
+    for (n, in_pod_ns, r, mib) in [(1, 1, &one, rss_one), (servers, in_ns, &many, rss_many)] {
+        println!(
+            "| {n} | {in_pod_ns} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {mib:.1} |",
+            median(r, |r| r.rps),
+            median(r, |r| r.p50) * 1e3,
+            median(r, |r| r.p99) * 1e3,
+            median(r, |r| r.p999) * 1e3,
+            r.iter().map(|r| r.failures).sum::<u64>(),
+        );
+    }
+    let (p1, pn) = (median(&one, |r| r.p99), median(&many, |r| r.p99));
+    println!(
+        "p99 with {servers} against 1: {:+.1} % (goal within 10 %)",
+        100.0 * (pn - p1) / p1
+    );
 }
