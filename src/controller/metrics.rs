@@ -733,6 +733,312 @@ mod tests {
             .collect()
     }
 
+    /// The controller's registry as `exposition_text_of_recorded_servers` leaves it while
+    /// leading, through [`canonical`]: captured from the implementation that kept one
+    /// prometheus-client `Family` per series kind (as of bc85ff5).
+    const LEADING: &str = r##"# HELP mcptrust_reconciles McpServer reconciles started.
+# TYPE mcptrust_reconciles counter
+mcptrust_reconciles_total 0
+# HELP mcptrust_reconcile_duration_seconds Time spent in one McpServer reconcile.
+# TYPE mcptrust_reconcile_duration_seconds histogram
+# UNIT mcptrust_reconcile_duration_seconds seconds
+mcptrust_reconcile_duration_seconds_bucket{le="+Inf"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.001"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.005"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.01"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.05"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.1"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.5"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="1.0"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="5.0"} 0
+mcptrust_reconcile_duration_seconds_count 0
+mcptrust_reconcile_duration_seconds_sum 0.0
+# HELP mcptrust_controller_leader 1 while this replica holds the Lease and runs the controllers, else 0.
+# TYPE mcptrust_controller_leader gauge
+mcptrust_controller_leader 1
+# HELP mcptrust_certificate_issuances Certificates issued, by role and cert-manager's reason (DoesNotExist: first issuance; others: reissue or renewal).
+# TYPE mcptrust_certificate_issuances counter
+mcptrust_certificate_issuances_total{role="client",reason="DoesNotExist"} 0
+mcptrust_certificate_issuances_total{role="client",reason="Expired"} 0
+mcptrust_certificate_issuances_total{role="client",reason="IncorrectIssuer"} 0
+mcptrust_certificate_issuances_total{role="client",reason="InvalidKeyPair"} 0
+mcptrust_certificate_issuances_total{role="client",reason="ManuallyTriggered"} 0
+mcptrust_certificate_issuances_total{role="client",reason="MissingData"} 0
+mcptrust_certificate_issuances_total{role="client",reason="Renewing"} 0
+mcptrust_certificate_issuances_total{role="client",reason="RequestChanged"} 0
+mcptrust_certificate_issuances_total{role="server",reason="DoesNotExist"} 0
+mcptrust_certificate_issuances_total{role="server",reason="Expired"} 0
+mcptrust_certificate_issuances_total{role="server",reason="IncorrectIssuer"} 0
+mcptrust_certificate_issuances_total{role="server",reason="InvalidKeyPair"} 0
+mcptrust_certificate_issuances_total{role="server",reason="ManuallyTriggered"} 0
+mcptrust_certificate_issuances_total{role="server",reason="MissingData"} 0
+mcptrust_certificate_issuances_total{role="server",reason="Renewing"} 0
+mcptrust_certificate_issuances_total{role="server",reason="RequestChanged"} 0
+# HELP mcptrust_rolling_restarts Workloads restarted (pod template annotated) after a bundle or certificate rotation, by kind.
+# TYPE mcptrust_rolling_restarts counter
+mcptrust_rolling_restarts_total{kind="DaemonSet"} 0
+mcptrust_rolling_restarts_total{kind="Deployment"} 0
+mcptrust_rolling_restarts_total{kind="StatefulSet"} 0
+# HELP mcptrust_endpoint_probe_failures Endpoint probes that set EndpointVerified to False, by reason.
+# TYPE mcptrust_endpoint_probe_failures counter
+mcptrust_endpoint_probe_failures_total{reason="ClientCertificateRequired"} 0
+mcptrust_endpoint_probe_failures_total{reason="ConnectionFailed"} 0
+mcptrust_endpoint_probe_failures_total{reason="ConnectionRefused"} 0
+mcptrust_endpoint_probe_failures_total{reason="DnsFailure"} 0
+mcptrust_endpoint_probe_failures_total{reason="Expired"} 0
+mcptrust_endpoint_probe_failures_total{reason="HostnameMismatch"} 0
+mcptrust_endpoint_probe_failures_total{reason="HttpError"} 0
+mcptrust_endpoint_probe_failures_total{reason="InvalidCertificate"} 0
+mcptrust_endpoint_probe_failures_total{reason="InvalidOptions"} 0
+mcptrust_endpoint_probe_failures_total{reason="McpError"} 0
+mcptrust_endpoint_probe_failures_total{reason="NotAnMcpEndpoint"} 0
+mcptrust_endpoint_probe_failures_total{reason="NotYetValid"} 0
+mcptrust_endpoint_probe_failures_total{reason="PinnedCertificateChanged"} 0
+mcptrust_endpoint_probe_failures_total{reason="ProxyConnectFailed"} 0
+mcptrust_endpoint_probe_failures_total{reason="ProxyReSigned"} 0
+mcptrust_endpoint_probe_failures_total{reason="SchemeDowngradeRedirect"} 0
+mcptrust_endpoint_probe_failures_total{reason="SelfSigned"} 0
+mcptrust_endpoint_probe_failures_total{reason="ServingStaleCertificate"} 0
+mcptrust_endpoint_probe_failures_total{reason="Timeout"} 1
+mcptrust_endpoint_probe_failures_total{reason="TlsHandshakeFailed"} 0
+mcptrust_endpoint_probe_failures_total{reason="UnknownAuthority"} 1
+# HELP mcptrust_stale_certificate_detections Times an endpoint probe found an McpServer serving a previous certificate past the grace period (EndpointVerified turned ServingStaleCertificate).
+# TYPE mcptrust_stale_certificate_detections counter
+mcptrust_stale_certificate_detections_total 0
+# HELP mcptrust_federation_ca_expiration_timestamp_seconds notAfter of the federation CA that signs McpServer certificates, as Unix seconds (0 until loaded; leader only).
+# TYPE mcptrust_federation_ca_expiration_timestamp_seconds gauge
+mcptrust_federation_ca_expiration_timestamp_seconds 1900000000
+# HELP mcptrust_webhook_ca_expiration_timestamp_seconds notAfter of the self-managed webhook CA, as Unix seconds (0 until loaded or in other cert modes; leader only).
+# TYPE mcptrust_webhook_ca_expiration_timestamp_seconds gauge
+mcptrust_webhook_ca_expiration_timestamp_seconds 1850000000
+# HELP mcptrust_certificate_expiration_timestamp_seconds notAfter of a certificate issued for an McpServer, as Unix seconds.
+# TYPE mcptrust_certificate_expiration_timestamp_seconds gauge
+mcptrust_certificate_expiration_timestamp_seconds{namespace="agents",name="lab",role="server",secret="lab-server-tls",secret_namespace="agents"} 1802995200
+mcptrust_certificate_expiration_timestamp_seconds{namespace="agents",name="web",role="server",secret="web-server-tls",secret_namespace="agents"} 1802000000
+# HELP mcptrust_certificate_renewal_timestamp_seconds When a certificate issued for an McpServer is renewed (notAfter - renewBefore), as Unix seconds.
+# TYPE mcptrust_certificate_renewal_timestamp_seconds gauge
+mcptrust_certificate_renewal_timestamp_seconds{namespace="agents",name="lab",role="server",secret="lab-server-tls",secret_namespace="agents"} 1800403200
+mcptrust_certificate_renewal_timestamp_seconds{namespace="agents",name="web",role="server",secret="web-server-tls",secret_namespace="agents"} 1799408000
+# HELP mcptrust_mcpserver_status_condition An McpServer condition: 1 for its current status, 0 for the two others.
+# TYPE mcptrust_mcpserver_status_condition gauge
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="CertificatesReady",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="CertificatesReady",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="CertificatesReady",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="TrustBundleReady",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="TrustBundleReady",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="TrustBundleReady",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Custom",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Custom",status="True"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Custom",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Ready",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Ready",status="True"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Ready",status="Unknown"} 1
+mcptrust_mcpserver_status_condition{namespace="tools",name="x",type="Ready",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="tools",name="x",type="Ready",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="tools",name="x",type="Ready",status="Unknown"} 0
+# HELP mcptrust_trust_bundle_certificates Certificates in an McpServer's ca-bundle.pem.
+# TYPE mcptrust_trust_bundle_certificates gauge
+mcptrust_trust_bundle_certificates{namespace="agents",name="lab"} 147
+mcptrust_trust_bundle_certificates{namespace="agents",name="web"} 3
+# HELP mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds Earliest notAfter among an McpServer's private CAs and pinned certificates, as Unix seconds.
+# TYPE mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds gauge
+mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds{namespace="agents",name="lab"} 1850000000
+mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds{namespace="agents",name="web"} 1900000000
+# HELP mcptrust_endpoint_probe_result 1 with the reason of the last endpoint probe (EndpointVerified's reason).
+# TYPE mcptrust_endpoint_probe_result gauge
+mcptrust_endpoint_probe_result{namespace="agents",name="lab",reason="Verified"} 1
+mcptrust_endpoint_probe_result{namespace="tools",name="x",reason="Verified"} 1
+# HELP mcptrust_endpoint_probe_duration_seconds Duration of the last endpoint probe.
+# TYPE mcptrust_endpoint_probe_duration_seconds gauge
+# UNIT mcptrust_endpoint_probe_duration_seconds seconds
+mcptrust_endpoint_probe_duration_seconds{namespace="agents",name="lab"} 0.25
+mcptrust_endpoint_probe_duration_seconds{namespace="idle",name="p"} 2.0
+mcptrust_endpoint_probe_duration_seconds{namespace="tools",name="x"} 0.0015
+# HELP mcptrust_endpoint_probe_timestamp_seconds When the last endpoint probe ran, as Unix seconds.
+# TYPE mcptrust_endpoint_probe_timestamp_seconds gauge
+mcptrust_endpoint_probe_timestamp_seconds{namespace="agents",name="lab"} 1795219260
+mcptrust_endpoint_probe_timestamp_seconds{namespace="tools",name="x"} 1795219200
+# HELP mcptrust_endpoint_peer_certificate_expiration_timestamp_seconds notAfter of the certificate the endpoint presented at the last probe, as Unix seconds.
+# TYPE mcptrust_endpoint_peer_certificate_expiration_timestamp_seconds gauge
+mcptrust_endpoint_peer_certificate_expiration_timestamp_seconds{namespace="agents",name="lab"} 1803859200
+# EOF
+"##;
+
+    /// `text` with the samples of each family sorted. prometheus-client's `Family` encodes
+    /// its series in `HashMap` order, which changes from run to run.
+    fn canonical(text: &str) -> String {
+        fn flush(out: &mut String, samples: &mut Vec<&str>) {
+            samples.sort_unstable();
+            for s in samples.drain(..) {
+                out.push_str(s);
+                out.push('\n');
+            }
+        }
+        let (mut out, mut samples) = (String::new(), Vec::new());
+        for line in text.lines() {
+            if line.starts_with('#') {
+                flush(&mut out, &mut samples);
+                out.push_str(line);
+                out.push('\n');
+            } else {
+                samples.push(line);
+            }
+        }
+        flush(&mut out, &mut samples);
+        out
+    }
+
+    /// A snapshot without the status around it.
+    fn snapshot(
+        namespace: &str,
+        name: &str,
+        certificates: &[(&'static str, &str, &str, i64)],
+        conditions: &[(&str, &str)],
+    ) -> ServerSnapshot {
+        ServerSnapshot {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            certificates: certificates
+                .iter()
+                .map(
+                    |&(role, secret, secret_namespace, not_after)| CertificateSeries {
+                        role,
+                        secret: secret.to_string(),
+                        secret_namespace: secret_namespace.to_string(),
+                        not_after,
+                        renewal: not_after - 30 * 86_400,
+                    },
+                )
+                .collect(),
+            conditions: conditions
+                .iter()
+                .map(|&(t, s)| (t.to_string(), s.to_string()))
+                .collect(),
+            bundle_certificates: None,
+            private_ca_not_after: None,
+            probe: None,
+        }
+    }
+
+    /// The whole exposition of the controller's registry after servers are recorded,
+    /// changed (a client certificate, a condition and a probe reason go away), pruned,
+    /// forgotten and cleared, compared with the text captured in [`LEADING`].
+    #[test]
+    fn exposition_text_of_recorded_servers() {
+        let c = ControllerMetrics::default();
+        let mut registry = Registry::with_prefix("mcptrust");
+        c.register(&mut registry);
+        let encode = || canonical(&crate::metrics::encode_registry(&registry));
+        c.set_leader(true);
+        c.set_federation_ca_not_after(1_900_000_000);
+        c.set_webhook_ca_not_after(1_850_000_000);
+
+        // agents/lab: mTLS with a client in another namespace, probed, not Ready.
+        c.record_server(&ServerSnapshot::from_status(
+            "agents",
+            "lab",
+            &status(),
+            None,
+        ));
+        c.probe_finished(
+            "agents",
+            "lab",
+            false,
+            "UnknownAuthority",
+            Duration::from_millis(250),
+        );
+        // agents/web: a private CA in its bundle, a condition type and a status the
+        // operator does not write, a probe duration that its next record removes.
+        let mut web = snapshot(
+            "agents",
+            "web",
+            &[("server", "web-server-tls", "agents", 1_802_000_000)],
+            &[("Ready", "Unknown"), ("Custom", "Maybe")],
+        );
+        web.bundle_certificates = Some(3);
+        web.private_ca_not_after = Some(Some(1_900_000_000));
+        c.record_server(&web);
+        c.probe_finished("agents", "web", false, "Timeout", Duration::from_millis(10));
+        web.private_ca_not_after = None; // not rebuilt: the exported value stays
+        c.record_server(&web);
+        // tools/x: no certificate, probed without a peer certificate.
+        let mut x = snapshot("tools", "x", &[], &[("Ready", "True")]);
+        x.private_ca_not_after = Some(None);
+        x.probe = Some(ProbeSeries {
+            reason: "Verified".to_string(),
+            timestamp: Some(1_795_219_200),
+            peer_not_after: None,
+        });
+        c.record_server(&x);
+        c.probe_finished("tools", "x", true, "Verified", Duration::from_micros(1_500));
+        // idle/p: only probed, never recorded.
+        c.probe_finished("idle", "p", true, "Verified", Duration::from_secs(2));
+
+        // agents/lab changes: its client and EndpointVerified go, the probe verifies.
+        let mut st = status();
+        st.client_certificates.clear();
+        st.conditions.retain(|c| c.type_ != "EndpointVerified");
+        for cond in &mut st.conditions {
+            cond.status = "True".into();
+        }
+        let mut lab = ServerSnapshot::from_status("agents", "lab", &st, None);
+        lab.probe = Some(ProbeSeries {
+            reason: "Verified".to_string(),
+            timestamp: Some(1_795_219_260),
+            peer_not_after: Some(1_803_859_200),
+        });
+        lab.private_ca_not_after = Some(Some(1_850_000_000));
+        c.record_server(&lab);
+
+        // gone/a is deleted (retain), tools/y forgotten.
+        c.record_server(&snapshot(
+            "gone",
+            "a",
+            &[("server", "a-server-tls", "gone", 1_802_000_000)],
+            &[("Ready", "True")],
+        ));
+        c.record_server(&snapshot("tools", "y", &[], &[("Ready", "False")]));
+        assert_eq!(c.retain_servers(|ns, _| ns != "gone"), 1);
+        c.forget_server("tools", "y");
+        assert_eq!(
+            c.servers(),
+            [
+                ("agents", "lab"),
+                ("agents", "web"),
+                ("idle", "p"),
+                ("tools", "x")
+            ]
+            .map(|(ns, n)| (ns.to_string(), n.to_string()))
+        );
+        assert_eq!(encode(), LEADING);
+
+        // No longer leading: every per-McpServer series goes, and so do their families (an
+        // empty family is not encoded); the leader gauge and the CA expiries read 0.
+        c.set_leader(false);
+        assert!(c.servers().is_empty());
+        let per_server = LEADING
+            .find("# HELP mcptrust_certificate_expiration_timestamp_seconds")
+            .expect("the first per-McpServer family");
+        let expected = LEADING[..per_server]
+            .replace(
+                "mcptrust_controller_leader 1\n",
+                "mcptrust_controller_leader 0\n",
+            )
+            .replace(
+                "mcptrust_federation_ca_expiration_timestamp_seconds 1900000000\n",
+                "mcptrust_federation_ca_expiration_timestamp_seconds 0\n",
+            )
+            .replace(
+                "mcptrust_webhook_ca_expiration_timestamp_seconds 1850000000\n",
+                "mcptrust_webhook_ca_expiration_timestamp_seconds 0\n",
+            )
+            + "# EOF\n";
+        assert_eq!(encode(), expected);
+    }
+
     #[test]
     fn snapshot_is_computed_from_the_status() {
         let snap = ServerSnapshot::from_status("agents", "lab", &status(), None);
