@@ -122,6 +122,6 @@ fn main() {
     let (bytes, allocs) = live(all.change());
     println!(
         "retain_servers removed {removed} McpServers: {bytes} bytes in {allocs} allocations \
-         still live (tables keep their capacity)"
+         still live"
     );
 }
