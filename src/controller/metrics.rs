@@ -41,7 +41,8 @@
 //! The per-McpServer families are not one prometheus-client `Family` each, which kept a
 //! label set of several `String`s per series (about 10 KiB per McpServer): one collector
 //! keeps each McpServer's values and encodes the nine families at scrape time, after the
-//! registry's other metrics, in a stable order (McpServers by namespace and name).
+//! registry's other metrics, in a stable order (McpServers by namespace and name), holding
+//! its lock for a few hundred McpServers at a time.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,10 +14,13 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, MetricEncoder,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
@@ -44,46 +47,6 @@ impl Descriptor {
 }
 
 static SECONDS: Unit = Unit::Seconds;
-
-const CERT_NOT_AFTER: Descriptor = Descriptor::gauge(
-    "certificate_expiration_timestamp_seconds",
-    "notAfter of a certificate issued for an McpServer, as Unix seconds.",
-);
-const CERT_RENEWAL: Descriptor = Descriptor::gauge(
-    "certificate_renewal_timestamp_seconds",
-    "When a certificate issued for an McpServer is renewed (notAfter - renewBefore), as Unix seconds.",
-);
-const CONDITION: Descriptor = Descriptor::gauge(
-    "mcpserver_status_condition",
-    "An McpServer condition: 1 for its current status, 0 for the two others.",
-);
-const BUNDLE_CERTIFICATES: Descriptor = Descriptor::gauge(
-    "trust_bundle_certificates",
-    "Certificates in an McpServer's ca-bundle.pem.",
-);
-const BUNDLE_PRIVATE_CA_NOT_AFTER: Descriptor = Descriptor::gauge(
-    "trust_bundle_private_ca_expiration_timestamp_seconds",
-    "Earliest notAfter among an McpServer's private CAs and pinned certificates, as Unix seconds.",
-);
-const PROBE_RESULT: Descriptor = Descriptor::gauge(
-    "endpoint_probe_result",
-    "1 with the reason of the last endpoint probe (EndpointVerified's reason).",
-);
-const PROBE_DURATION: Descriptor = Descriptor {
-    unit: Some(&SECONDS),
-    ..Descriptor::gauge(
-        "endpoint_probe_duration",
-        "Duration of the last endpoint probe.",
-    )
-};
-const PROBE_TIMESTAMP: Descriptor = Descriptor::gauge(
-    "endpoint_probe_timestamp_seconds",
-    "When the last endpoint probe ran, as Unix seconds.",
-);
-const PEER_NOT_AFTER: Descriptor = Descriptor::gauge(
-    "endpoint_peer_certificate_expiration_timestamp_seconds",
-    "notAfter of the certificate the endpoint presented at the last probe, as Unix seconds.",
-);
 
 /// `s` as one of `known` (no allocation) when it is one, else owned.
 fn interned(s: &str, known: impl IntoIterator<Item = &'static str>) -> Cow<'static, str> {
@@ -295,11 +258,50 @@ impl ServerSeries {
     }
 }
 
-/// Every McpServer as `(namespace, name, what it exports)`, in the scrape's order.
-fn rows(servers: &Servers) -> impl Iterator<Item = (&str, &str, &Server)> {
+/// McpServers encoded per hold of the lock: a record waits for this many at the most.
+const CHUNK: usize = 256;
+
+/// Every McpServer after `after` (all of them for `None`) as `(namespace, name, what it
+/// exports)`, in the scrape's order.
+fn rows_after<'a>(
+    servers: &'a Servers,
+    after: Option<&(Arc<str>, Box<str>)>,
+) -> impl Iterator<Item = (&'a str, &'a str, &'a Server)> {
+    let from = after.map_or(Unbounded, |(ns, _)| Included(&**ns));
     servers
-        .iter()
-        .flat_map(|(ns, by_name)| by_name.iter().map(move |(n, s)| (&**ns, &**n, s)))
+        .range::<str, _>((from, Unbounded))
+        .flat_map(move |(ns, by_name)| {
+            let names = match after {
+                Some((after_ns, after_name)) if after_ns == ns => {
+                    (Excluded(&**after_name), Unbounded)
+                }
+                _ => (Unbounded, Unbounded),
+            };
+            by_name
+                .range::<str, _>(names)
+                .map(move |(name, s)| (&**ns, &**name, s))
+        })
+}
+
+impl ServerSeries {
+    /// Calls `f` on every McpServer in the scrape's order, holding the lock for [`CHUNK`]
+    /// McpServers at a time. One taken away meanwhile is skipped, one added meanwhile is
+    /// seen if it sorts after the last seen; none is seen twice.
+    fn for_each(&self, mut f: impl FnMut(&str, &str, &Server) -> fmt::Result) -> fmt::Result {
+        let mut after: Option<(Arc<str>, Box<str>)> = None;
+        loop {
+            let servers = self.lock();
+            let mut last = None;
+            for (ns, name, s) in rows_after(&servers, after.as_ref()).take(CHUNK) {
+                f(ns, name, s)?;
+                last = Some((ns, name));
+            }
+            let Some((ns, name)) = last else {
+                return Ok(());
+            };
+            after = Some((Arc::from(ns), Box::from(name)));
+        }
+    }
 }
 
 /// The `namespace` and `name` labels.
@@ -322,107 +324,219 @@ fn certificate_labels<'a>(
     ]
 }
 
-/// Encodes one gauge family from its samples; nothing at all when it has none.
-fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
-    encoder: &mut DescriptorEncoder,
-    descriptor: &Descriptor,
-    samples: impl Iterator<Item = (L, V)>,
-) -> fmt::Result {
-    let mut samples = samples.peekable();
-    if samples.peek().is_none() {
-        return Ok(());
-    }
-    let mut family = encoder.encode_descriptor(
-        descriptor.name,
-        descriptor.help,
-        descriptor.unit,
-        MetricType::Gauge,
-    )?;
-    for (labels, value) in samples {
-        family.encode_family(&labels)?.encode_gauge(&value)?;
-    }
-    Ok(())
+/// One gauge family being encoded. Its descriptor is written before its first sample, so
+/// that a family without samples writes nothing, as the registry leaves out an empty
+/// `Family`.
+enum Family<'e, 's> {
+    Pending(&'e mut DescriptorEncoder<'s>, &'static Descriptor),
+    Open(MetricEncoder<'e>),
+    /// The descriptor could not be written.
+    Failed,
 }
 
-/// Encodes one gauge family of the server-level series (labels `namespace`, `name`) whose
-/// value `value` gives.
-fn server_gauges<V: EncodeGaugeValue>(
-    encoder: &mut DescriptorEncoder,
-    descriptor: &Descriptor,
-    servers: &Servers,
-    value: impl Fn(&Server) -> Option<V>,
-) -> fmt::Result {
-    let samples =
-        rows(servers).filter_map(|(ns, name, s)| value(s).map(|v| (server_labels(ns, name), v)));
-    gauges(encoder, descriptor, samples)
+impl Family<'_, '_> {
+    /// Writes one sample (the descriptor first, for the first one).
+    fn sample<L: EncodeLabelSet, V: EncodeGaugeValue>(
+        &mut self,
+        labels: &L,
+        value: V,
+    ) -> fmt::Result {
+        if let Family::Pending(..) = self
+            && let Family::Pending(encoder, d) = std::mem::replace(self, Family::Failed)
+        {
+            *self = Family::Open(encoder.encode_descriptor(
+                d.name,
+                d.help,
+                d.unit,
+                MetricType::Gauge,
+            )?);
+        }
+        match self {
+            Family::Open(family) => family.encode_family(labels)?.encode_gauge(&value),
+            Family::Pending(..) | Family::Failed => Err(fmt::Error),
+        }
+    }
+
+    /// Writes the sample of a series labelled `namespace`, `name`, if it has a value.
+    fn server<V: EncodeGaugeValue>(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        value: Option<V>,
+    ) -> fmt::Result {
+        value.map_or(Ok(()), |v| self.sample(&server_labels(namespace, name), v))
+    }
+
+    /// Writes one sample per certificate of `server`, of value `value`.
+    fn certificates(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        server: &Server,
+        value: fn(&Certificate) -> i64,
+    ) -> fmt::Result {
+        server
+            .certificates
+            .iter()
+            .try_for_each(|c| self.sample(&certificate_labels(namespace, name, c), value(c)))
+    }
 }
+
+/// Writes the samples of one McpServer (`namespace`, `name`, its values) into a family.
+type Samples = fn(&mut Family<'_, '_>, &str, &str, &Server) -> fmt::Result;
+
+/// The families, in the order of the module table, and how each gets its samples.
+static FAMILIES: [(Descriptor, Samples); 9] = [
+    (
+        Descriptor::gauge(
+            "certificate_expiration_timestamp_seconds",
+            "notAfter of a certificate issued for an McpServer, as Unix seconds.",
+        ),
+        |f, ns, name, s| f.certificates(ns, name, s, |c| c.not_after),
+    ),
+    (
+        Descriptor::gauge(
+            "certificate_renewal_timestamp_seconds",
+            "When a certificate issued for an McpServer is renewed (notAfter - renewBefore), as Unix seconds.",
+        ),
+        |f, ns, name, s| f.certificates(ns, name, s, |c| c.renewal),
+    ),
+    (
+        Descriptor::gauge(
+            "mcpserver_status_condition",
+            "An McpServer condition: 1 for its current status, 0 for the two others.",
+        ),
+        |f, ns, name, s| {
+            s.conditions.iter().try_for_each(|(type_, current)| {
+                CONDITION_STATUSES
+                    .iter()
+                    .zip(0u8..)
+                    .try_for_each(|(status, i)| {
+                        let labels = [
+                            ("namespace", ns),
+                            ("name", name),
+                            ("type", type_),
+                            ("status", status),
+                        ];
+                        f.sample(&labels, i64::from(*current == i))
+                    })
+            })
+        },
+    ),
+    (
+        Descriptor::gauge(
+            "trust_bundle_certificates",
+            "Certificates in an McpServer's ca-bundle.pem.",
+        ),
+        |f, ns, name, s| f.server(ns, name, s.bundle_certificates.map(i64::from)),
+    ),
+    (
+        Descriptor::gauge(
+            "trust_bundle_private_ca_expiration_timestamp_seconds",
+            "Earliest notAfter among an McpServer's private CAs and pinned certificates, as Unix seconds.",
+        ),
+        |f, ns, name, s| f.server(ns, name, s.private_ca_not_after),
+    ),
+    (
+        Descriptor::gauge(
+            "endpoint_probe_result",
+            "1 with the reason of the last endpoint probe (EndpointVerified's reason).",
+        ),
+        |f, ns, name, s| match s.probe.as_ref().and_then(|p| p.reason.as_deref()) {
+            Some(reason) => f.sample(
+                &[("namespace", ns), ("name", name), ("reason", reason)],
+                1i64,
+            ),
+            None => Ok(()),
+        },
+    ),
+    (
+        Descriptor {
+            unit: Some(&SECONDS),
+            ..Descriptor::gauge(
+                "endpoint_probe_duration",
+                "Duration of the last endpoint probe.",
+            )
+        },
+        |f, ns, name, s| f.server(ns, name, s.probe.as_ref().and_then(|p| p.duration)),
+    ),
+    (
+        Descriptor::gauge(
+            "endpoint_probe_timestamp_seconds",
+            "When the last endpoint probe ran, as Unix seconds.",
+        ),
+        |f, ns, name, s| f.server(ns, name, s.probe.as_ref().and_then(|p| p.timestamp)),
+    ),
+    (
+        Descriptor::gauge(
+            "endpoint_peer_certificate_expiration_timestamp_seconds",
+            "notAfter of the certificate the endpoint presented at the last probe, as Unix seconds.",
+        ),
+        |f, ns, name, s| f.server(ns, name, s.probe.as_ref().and_then(|p| p.peer_not_after)),
+    ),
+];
 
 impl Collector for ServerSeries {
-    /// Encodes the families in the order the module table lists them. The lock is taken
-    /// once per family, so that recording waits for one family's encoding at the most.
+    /// Encodes [`FAMILIES`] in order, each over every McpServer ([`ServerSeries::for_each`]).
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        for (descriptor, value) in [
-            (
-                &CERT_NOT_AFTER,
-                (|c| c.not_after) as fn(&Certificate) -> i64,
-            ),
-            (&CERT_RENEWAL, |c| c.renewal),
-        ] {
-            let servers = self.lock();
-            let samples = rows(&servers).flat_map(|(ns, name, s)| {
-                s.certificates
-                    .iter()
-                    .map(move |c| (certificate_labels(ns, name, c), value(c)))
-            });
-            gauges(&mut encoder, descriptor, samples)?;
+        for (descriptor, samples) in &FAMILIES {
+            let mut family = Family::Pending(&mut encoder, descriptor);
+            self.for_each(|ns, name, s| samples(&mut family, ns, name, s))?;
         }
-        {
-            let servers = self.lock();
-            let samples = rows(&servers).flat_map(|(ns, name, s)| {
-                s.conditions.iter().flat_map(move |(type_, current)| {
-                    CONDITION_STATUSES
-                        .iter()
-                        .zip(0u8..)
-                        .map(move |(status, i)| {
-                            let labels: [(&'static str, &str); 4] = [
-                                ("namespace", ns),
-                                ("name", name),
-                                ("type", type_),
-                                ("status", status),
-                            ];
-                            (labels, i64::from(*current == i))
-                        })
-                })
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    /// More McpServers than fit in one hold of the lock, with chunk boundaries inside a
+    /// namespace and names interleaved across namespaces: every family still has each
+    /// McpServer once, in order.
+    #[test]
+    fn families_span_chunks_in_order() {
+        let series = Arc::new(ServerSeries::default());
+        let mut registry = Registry::with_prefix("mcptrust");
+        registry.register_collector(Box::new(series.clone()));
+        let n = 2 * CHUNK + 88;
+        // Recorded backwards: the order comes from the map, not from the records.
+        for i in (0..n).rev() {
+            series.record(&ServerSnapshot {
+                namespace: format!("ns{}", i % 3),
+                name: format!("s{i:04}"),
+                certificates: Vec::new(),
+                conditions: vec![("Ready".to_string(), "True".to_string())],
+                bundle_certificates: Some(i as u32),
+                private_ca_not_after: None,
+                probe: None,
             });
-            gauges(&mut encoder, &CONDITION, samples)?;
         }
-        server_gauges(&mut encoder, &BUNDLE_CERTIFICATES, &self.lock(), |s| {
-            s.bundle_certificates.map(i64::from)
-        })?;
-        server_gauges(
-            &mut encoder,
-            &BUNDLE_PRIVATE_CA_NOT_AFTER,
-            &self.lock(),
-            |s| s.private_ca_not_after,
-        )?;
-        {
-            let servers = self.lock();
-            let samples = rows(&servers).filter_map(|(ns, name, s)| {
-                let reason = s.probe.as_ref()?.reason.as_deref()?;
-                let labels: [(&'static str, &str); 3] =
-                    [("namespace", ns), ("name", name), ("reason", reason)];
-                Some((labels, 1i64))
-            });
-            gauges(&mut encoder, &PROBE_RESULT, samples)?;
-        }
-        server_gauges(&mut encoder, &PROBE_DURATION, &self.lock(), |s| {
-            s.probe.as_ref()?.duration
-        })?;
-        server_gauges(&mut encoder, &PROBE_TIMESTAMP, &self.lock(), |s| {
-            s.probe.as_ref()?.timestamp
-        })?;
-        server_gauges(&mut encoder, &PEER_NOT_AFTER, &self.lock(), |s| {
-            s.probe.as_ref()?.peer_not_after
-        })
+        let text = crate::metrics::encode_registry(&registry);
+        let bundle: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mcptrust_trust_bundle_certificates{"))
+            .collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|i| (i % 3, *i));
+        let expected: Vec<String> = order
+            .into_iter()
+            .map(|i| {
+                format!(
+                    r#"mcptrust_trust_bundle_certificates{{namespace="ns{}",name="s{i:04}"}} {i}"#,
+                    i % 3
+                )
+            })
+            .collect();
+        assert_eq!(bundle, expected);
+        let ready_true: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(r#"type="Ready",status="True"} 1"#))
+            .collect();
+        assert_eq!(ready_true.len(), n, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 2, "{text}");
+        assert_eq!(series.retain(|_, name| name != "s0000"), 1);
+        assert_eq!(series.servers().len(), n - 1);
     }
 }
