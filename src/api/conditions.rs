@@ -19,6 +19,15 @@ pub mod types {
     pub const ROTATION_READY: &str = "RotationReady";
     /// Summary.
     pub const READY: &str = "Ready";
+    /// Every type above, in the order of their declarations.
+    pub const ALL: [&str; 6] = [
+        TRUST_BUNDLE_READY,
+        CERTIFICATES_READY,
+        ENDPOINT_VERIFIED,
+        EGRESS_POLICY_READY,
+        ROTATION_READY,
+        READY,
+    ];
 }
 
 /// A desired condition, before `lastTransitionTime` is decided.

@@ -34,12 +34,17 @@
 //! [`ControllerMetrics::record_server`]. They are removed when the McpServer is deleted
 //! ([`ControllerMetrics::retain_servers`], run by [`super::run`] against the controller's
 //! cache) and all at once when this replica stops leading ([`ControllerMetrics::clear_servers`]):
-//! a non-leader's `/metrics` has the families' `# HELP`/`# TYPE` lines, the counters it
-//! counted while it led, `mcptrust_controller_leader 0`, and no per-McpServer sample.
+//! a non-leader's `/metrics` has the counters it counted while it led,
+//! `mcptrust_controller_leader 0`, the CA gauges at 0, and no per-McpServer family (a family
+//! without a sample is left out, here as for any empty `Family` of the registry).
+//!
+//! The per-McpServer families are not one prometheus-client `Family` each, which kept a
+//! label set of several `String`s per series (about 10 KiB per McpServer): one collector
+//! keeps each McpServer's values and encodes the nine families at scrape time, after the
+//! registry's other metrics, in a stable order (McpServers by namespace and name), holding
+//! its lock for a few hundred McpServers at a time.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -51,7 +56,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::pki::issue::IssueReason;
 
+mod series;
 mod snapshot;
+use series::ServerSeries;
 pub use snapshot::{CONDITION_STATUSES, CertificateSeries, ProbeSeries, ServerSnapshot};
 
 /// Labels of `mcptrust_reconcile_errors_total`.
@@ -119,71 +126,6 @@ struct ReasonLabels {
     reason: String,
 }
 
-/// Labels of the per-McpServer series without further dimensions.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-struct ServerLabels {
-    namespace: String,
-    name: String,
-}
-
-/// Labels of the certificate series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-struct CertLabels {
-    namespace: String,
-    name: String,
-    role: &'static str,
-    secret: String,
-    secret_namespace: String,
-}
-
-/// Labels of `mcptrust_mcpserver_status_condition`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-struct ConditionLabels {
-    namespace: String,
-    name: String,
-    #[prometheus(flatten)]
-    kind: ConditionKind,
-}
-
-/// `type` and `status` (a struct, because `type` is a Rust keyword).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
-struct ConditionKind {
-    type_: String,
-    status: &'static str,
-}
-
-impl EncodeLabelSet for ConditionKind {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeLabel;
-        ("type", self.type_.as_str()).encode(encoder.encode_label())?;
-        ("status", self.status).encode(encoder.encode_label())
-    }
-}
-
-/// Labels of `mcptrust_endpoint_probe_result`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-struct ProbeResultLabels {
-    namespace: String,
-    name: String,
-    reason: String,
-}
-
-/// The label sets exported for one McpServer, to remove exactly those later.
-#[derive(Default, Debug)]
-struct ServerSeriesSets {
-    certificates: BTreeSet<CertLabels>,
-    conditions: BTreeSet<ConditionLabels>,
-    bundle: bool,
-    private_ca: bool,
-    probe_reason: Option<ProbeResultLabels>,
-    probe: bool,
-    probe_timestamp: bool,
-    peer: bool,
-}
-
 /// Controller metrics. Cheap to clone: every metric is shared.
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {
@@ -201,16 +143,8 @@ pub struct ControllerMetrics {
     stale_detections: Counter,
     federation_ca_not_after: Gauge,
     webhook_ca_not_after: Gauge,
-    cert_not_after: Family<CertLabels, Gauge>,
-    cert_renewal: Family<CertLabels, Gauge>,
-    condition: Family<ConditionLabels, Gauge>,
-    bundle_certificates: Family<ServerLabels, Gauge>,
-    bundle_private_ca_not_after: Family<ServerLabels, Gauge>,
-    probe_result: Family<ProbeResultLabels, Gauge>,
-    probe_duration: Family<ServerLabels, Gauge<f64, AtomicU64>>,
-    probe_timestamp: Family<ServerLabels, Gauge>,
-    peer_not_after: Family<ServerLabels, Gauge>,
-    servers: Arc<Mutex<BTreeMap<(String, String), ServerSeriesSets>>>,
+    /// The per-McpServer families, encoded at scrape time.
+    series: Arc<ServerSeries>,
 }
 
 /// The workload kinds a rolling restart patches.
@@ -255,16 +189,7 @@ impl Default for ControllerMetrics {
             stale_detections: Counter::default(),
             federation_ca_not_after: Gauge::default(),
             webhook_ca_not_after: Gauge::default(),
-            cert_not_after: Family::default(),
-            cert_renewal: Family::default(),
-            condition: Family::default(),
-            bundle_certificates: Family::default(),
-            bundle_private_ca_not_after: Family::default(),
-            probe_result: Family::default(),
-            probe_duration: Family::default(),
-            probe_timestamp: Family::default(),
-            peer_not_after: Family::default(),
-            servers: Arc::default(),
+            series: Arc::default(),
         }
     }
 }
@@ -329,52 +254,9 @@ impl ControllerMetrics {
             "notAfter of the self-managed webhook CA, as Unix seconds (0 until loaded or in other cert modes; leader only)",
             self.webhook_ca_not_after.clone(),
         );
-        registry.register(
-            "certificate_expiration_timestamp_seconds",
-            "notAfter of a certificate issued for an McpServer, as Unix seconds",
-            self.cert_not_after.clone(),
-        );
-        registry.register(
-            "certificate_renewal_timestamp_seconds",
-            "When a certificate issued for an McpServer is renewed (notAfter - renewBefore), as Unix seconds",
-            self.cert_renewal.clone(),
-        );
-        registry.register(
-            "mcpserver_status_condition",
-            "An McpServer condition: 1 for its current status, 0 for the two others",
-            self.condition.clone(),
-        );
-        registry.register(
-            "trust_bundle_certificates",
-            "Certificates in an McpServer's ca-bundle.pem",
-            self.bundle_certificates.clone(),
-        );
-        registry.register(
-            "trust_bundle_private_ca_expiration_timestamp_seconds",
-            "Earliest notAfter among an McpServer's private CAs and pinned certificates, as Unix seconds",
-            self.bundle_private_ca_not_after.clone(),
-        );
-        registry.register(
-            "endpoint_probe_result",
-            "1 with the reason of the last endpoint probe (EndpointVerified's reason)",
-            self.probe_result.clone(),
-        );
-        registry.register_with_unit(
-            "endpoint_probe_duration",
-            "Duration of the last endpoint probe",
-            Unit::Seconds,
-            self.probe_duration.clone(),
-        );
-        registry.register(
-            "endpoint_probe_timestamp_seconds",
-            "When the last endpoint probe ran, as Unix seconds",
-            self.probe_timestamp.clone(),
-        );
-        registry.register(
-            "endpoint_peer_certificate_expiration_timestamp_seconds",
-            "notAfter of the certificate the endpoint presented at the last probe, as Unix seconds",
-            self.peer_not_after.clone(),
-        );
+        // Last: a collector is encoded after the registry's metrics, so the per-McpServer
+        // families keep their place at the end of the controller's.
+        registry.register_collector(Box::new(self.series.clone()));
     }
 
     /// Counts a reconcile and returns a guard that observes its duration when dropped.
@@ -479,18 +361,8 @@ impl ControllerMetrics {
                 })
                 .inc();
         }
-        let labels = ServerLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
-        self.probe_duration
-            .get_or_create(&labels)
-            .set(elapsed.as_secs_f64());
-        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        servers
-            .entry((labels.namespace, labels.name))
-            .or_default()
-            .probe = true;
+        self.series
+            .probe_finished(namespace, name, elapsed.as_secs_f64());
     }
 
     /// Sets the federation CA's notAfter (Unix seconds).
@@ -507,184 +379,28 @@ impl ControllerMetrics {
     /// no longer apply (a removed client, a condition's former status, a former probe
     /// reason) are removed, not left at a stale value.
     pub fn record_server(&self, snapshot: &ServerSnapshot) {
-        let key = (snapshot.namespace.clone(), snapshot.name.clone());
-        let server = ServerLabels {
-            namespace: snapshot.namespace.clone(),
-            name: snapshot.name.clone(),
-        };
-        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        let sets = servers.entry(key).or_default();
-
-        let certificates: BTreeSet<CertLabels> = snapshot
-            .certificates
-            .iter()
-            .map(|c| {
-                let labels = CertLabels {
-                    namespace: snapshot.namespace.clone(),
-                    name: snapshot.name.clone(),
-                    role: c.role,
-                    secret: c.secret.clone(),
-                    secret_namespace: c.secret_namespace.clone(),
-                };
-                self.cert_not_after.get_or_create(&labels).set(c.not_after);
-                self.cert_renewal.get_or_create(&labels).set(c.renewal);
-                labels
-            })
-            .collect();
-        for gone in sets.certificates.difference(&certificates) {
-            self.cert_not_after.remove(gone);
-            self.cert_renewal.remove(gone);
-        }
-        sets.certificates = certificates;
-
-        let mut conditions = BTreeSet::new();
-        for (type_, status) in &snapshot.conditions {
-            for s in CONDITION_STATUSES {
-                let labels = ConditionLabels {
-                    namespace: snapshot.namespace.clone(),
-                    name: snapshot.name.clone(),
-                    kind: ConditionKind {
-                        type_: type_.clone(),
-                        status: s,
-                    },
-                };
-                self.condition
-                    .get_or_create(&labels)
-                    .set(i64::from(status == s));
-                conditions.insert(labels);
-            }
-        }
-        for gone in sets.conditions.difference(&conditions) {
-            self.condition.remove(gone);
-        }
-        sets.conditions = conditions;
-
-        match snapshot.bundle_certificates {
-            Some(n) => {
-                self.bundle_certificates
-                    .get_or_create(&server)
-                    .set(i64::from(n));
-                sets.bundle = true;
-            }
-            None => {
-                self.bundle_certificates.remove(&server);
-                sets.bundle = false;
-            }
-        }
-        match snapshot.private_ca_not_after {
-            None => {}
-            Some(Some(t)) => {
-                self.bundle_private_ca_not_after
-                    .get_or_create(&server)
-                    .set(t);
-                sets.private_ca = true;
-            }
-            Some(None) => {
-                self.bundle_private_ca_not_after.remove(&server);
-                sets.private_ca = false;
-            }
-        }
-
-        let reason = snapshot.probe.as_ref().map(|p| ProbeResultLabels {
-            namespace: snapshot.namespace.clone(),
-            name: snapshot.name.clone(),
-            reason: p.reason.clone(),
-        });
-        if let Some(old) = &sets.probe_reason
-            && Some(old) != reason.as_ref()
-        {
-            self.probe_result.remove(old);
-        }
-        if let Some(r) = &reason {
-            self.probe_result.get_or_create(r).set(1);
-        }
-        sets.probe_reason = reason;
-        let probe = snapshot.probe.as_ref();
-        match probe.and_then(|p| p.timestamp) {
-            Some(t) => {
-                self.probe_timestamp.get_or_create(&server).set(t);
-                sets.probe_timestamp = true;
-            }
-            None => {
-                self.probe_timestamp.remove(&server);
-                sets.probe_timestamp = false;
-            }
-        }
-        match probe.and_then(|p| p.peer_not_after) {
-            Some(t) => {
-                self.peer_not_after.get_or_create(&server).set(t);
-                sets.peer = true;
-            }
-            None => {
-                self.peer_not_after.remove(&server);
-                sets.peer = false;
-            }
-        }
-        if probe.is_none() {
-            self.probe_duration.remove(&server);
-            sets.probe = false;
-        }
+        self.series.record(snapshot);
     }
 
     /// Removes every series of `namespace/name`.
     pub fn forget_server(&self, namespace: &str, name: &str) {
-        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sets) = servers.remove(&(namespace.to_string(), name.to_string())) {
-            self.remove_sets(namespace, name, &sets);
-        }
+        self.series.forget(namespace, name);
     }
 
     /// Keeps the series of the McpServers for which `exists(namespace, name)` holds and
     /// removes the others' (deleted McpServers). Returns how many were removed.
     pub fn retain_servers(&self, exists: impl Fn(&str, &str) -> bool) -> usize {
-        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        let gone: Vec<(String, String)> = servers
-            .keys()
-            .filter(|(ns, name)| !exists(ns, name))
-            .cloned()
-            .collect();
-        for key in &gone {
-            if let Some(sets) = servers.remove(key) {
-                self.remove_sets(&key.0, &key.1, &sets);
-            }
-        }
-        gone.len()
+        self.series.retain(exists)
     }
 
     /// Removes every per-McpServer series (this replica no longer leads).
     pub fn clear_servers(&self) {
-        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        for ((ns, name), sets) in std::mem::take(&mut *servers) {
-            self.remove_sets(&ns, &name, &sets);
-        }
+        self.series.retain(|_, _| false);
     }
 
-    /// The McpServers (`namespace`, `name`) that have series.
+    /// The McpServers (`namespace`, `name`) that have series, sorted.
     pub fn servers(&self) -> Vec<(String, String)> {
-        let servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        servers.keys().cloned().collect()
-    }
-
-    fn remove_sets(&self, namespace: &str, name: &str, sets: &ServerSeriesSets) {
-        let server = ServerLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
-        for c in &sets.certificates {
-            self.cert_not_after.remove(c);
-            self.cert_renewal.remove(c);
-        }
-        for c in &sets.conditions {
-            self.condition.remove(c);
-        }
-        if let Some(r) = &sets.probe_reason {
-            self.probe_result.remove(r);
-        }
-        self.bundle_certificates.remove(&server);
-        self.bundle_private_ca_not_after.remove(&server);
-        self.probe_duration.remove(&server);
-        self.probe_timestamp.remove(&server);
-        self.peer_not_after.remove(&server);
+        self.series.servers()
     }
 }
 
@@ -706,6 +422,7 @@ mod tests {
     use crate::api::McpServerStatus;
     use crate::metrics::Metrics;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     /// The status of an mTLS McpServer with one client, a probed endpoint and a
     /// not-Ready condition, as the reconcile writes it.
@@ -731,6 +448,375 @@ mod tests {
             .filter(|l| l.starts_with(prefix))
             .map(str::to_string)
             .collect()
+    }
+
+    /// The controller's registry as `exposition_text_of_recorded_servers` leaves it while
+    /// leading, through [`canonical`]: captured from the implementation that kept one
+    /// prometheus-client `Family` per series kind (as of bc85ff5), before the per-McpServer
+    /// series moved into `series::ServerSeries`. The output is the same, samples and all.
+    const LEADING: &str = r##"# HELP mcptrust_reconciles McpServer reconciles started.
+# TYPE mcptrust_reconciles counter
+mcptrust_reconciles_total 0
+# HELP mcptrust_reconcile_duration_seconds Time spent in one McpServer reconcile.
+# TYPE mcptrust_reconcile_duration_seconds histogram
+# UNIT mcptrust_reconcile_duration_seconds seconds
+mcptrust_reconcile_duration_seconds_bucket{le="+Inf"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.001"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.005"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.01"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.05"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.1"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="0.5"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="1.0"} 0
+mcptrust_reconcile_duration_seconds_bucket{le="5.0"} 0
+mcptrust_reconcile_duration_seconds_count 0
+mcptrust_reconcile_duration_seconds_sum 0.0
+# HELP mcptrust_controller_leader 1 while this replica holds the Lease and runs the controllers, else 0.
+# TYPE mcptrust_controller_leader gauge
+mcptrust_controller_leader 1
+# HELP mcptrust_certificate_issuances Certificates issued, by role and cert-manager's reason (DoesNotExist: first issuance; others: reissue or renewal).
+# TYPE mcptrust_certificate_issuances counter
+mcptrust_certificate_issuances_total{role="client",reason="DoesNotExist"} 0
+mcptrust_certificate_issuances_total{role="client",reason="Expired"} 0
+mcptrust_certificate_issuances_total{role="client",reason="IncorrectIssuer"} 0
+mcptrust_certificate_issuances_total{role="client",reason="InvalidKeyPair"} 0
+mcptrust_certificate_issuances_total{role="client",reason="ManuallyTriggered"} 0
+mcptrust_certificate_issuances_total{role="client",reason="MissingData"} 0
+mcptrust_certificate_issuances_total{role="client",reason="Renewing"} 0
+mcptrust_certificate_issuances_total{role="client",reason="RequestChanged"} 0
+mcptrust_certificate_issuances_total{role="server",reason="DoesNotExist"} 0
+mcptrust_certificate_issuances_total{role="server",reason="Expired"} 0
+mcptrust_certificate_issuances_total{role="server",reason="IncorrectIssuer"} 0
+mcptrust_certificate_issuances_total{role="server",reason="InvalidKeyPair"} 0
+mcptrust_certificate_issuances_total{role="server",reason="ManuallyTriggered"} 0
+mcptrust_certificate_issuances_total{role="server",reason="MissingData"} 0
+mcptrust_certificate_issuances_total{role="server",reason="Renewing"} 0
+mcptrust_certificate_issuances_total{role="server",reason="RequestChanged"} 0
+# HELP mcptrust_rolling_restarts Workloads restarted (pod template annotated) after a bundle or certificate rotation, by kind.
+# TYPE mcptrust_rolling_restarts counter
+mcptrust_rolling_restarts_total{kind="DaemonSet"} 0
+mcptrust_rolling_restarts_total{kind="Deployment"} 0
+mcptrust_rolling_restarts_total{kind="StatefulSet"} 0
+# HELP mcptrust_endpoint_probe_failures Endpoint probes that set EndpointVerified to False, by reason.
+# TYPE mcptrust_endpoint_probe_failures counter
+mcptrust_endpoint_probe_failures_total{reason="ClientCertificateRequired"} 0
+mcptrust_endpoint_probe_failures_total{reason="ConnectionFailed"} 0
+mcptrust_endpoint_probe_failures_total{reason="ConnectionRefused"} 0
+mcptrust_endpoint_probe_failures_total{reason="DnsFailure"} 0
+mcptrust_endpoint_probe_failures_total{reason="Expired"} 0
+mcptrust_endpoint_probe_failures_total{reason="HostnameMismatch"} 0
+mcptrust_endpoint_probe_failures_total{reason="HttpError"} 0
+mcptrust_endpoint_probe_failures_total{reason="InvalidCertificate"} 0
+mcptrust_endpoint_probe_failures_total{reason="InvalidOptions"} 0
+mcptrust_endpoint_probe_failures_total{reason="McpError"} 0
+mcptrust_endpoint_probe_failures_total{reason="NotAnMcpEndpoint"} 0
+mcptrust_endpoint_probe_failures_total{reason="NotYetValid"} 0
+mcptrust_endpoint_probe_failures_total{reason="PinnedCertificateChanged"} 0
+mcptrust_endpoint_probe_failures_total{reason="ProxyConnectFailed"} 0
+mcptrust_endpoint_probe_failures_total{reason="ProxyReSigned"} 0
+mcptrust_endpoint_probe_failures_total{reason="SchemeDowngradeRedirect"} 0
+mcptrust_endpoint_probe_failures_total{reason="SelfSigned"} 0
+mcptrust_endpoint_probe_failures_total{reason="ServingStaleCertificate"} 0
+mcptrust_endpoint_probe_failures_total{reason="Timeout"} 1
+mcptrust_endpoint_probe_failures_total{reason="TlsHandshakeFailed"} 0
+mcptrust_endpoint_probe_failures_total{reason="UnknownAuthority"} 1
+# HELP mcptrust_stale_certificate_detections Times an endpoint probe found an McpServer serving a previous certificate past the grace period (EndpointVerified turned ServingStaleCertificate).
+# TYPE mcptrust_stale_certificate_detections counter
+mcptrust_stale_certificate_detections_total 0
+# HELP mcptrust_federation_ca_expiration_timestamp_seconds notAfter of the federation CA that signs McpServer certificates, as Unix seconds (0 until loaded; leader only).
+# TYPE mcptrust_federation_ca_expiration_timestamp_seconds gauge
+mcptrust_federation_ca_expiration_timestamp_seconds 1900000000
+# HELP mcptrust_webhook_ca_expiration_timestamp_seconds notAfter of the self-managed webhook CA, as Unix seconds (0 until loaded or in other cert modes; leader only).
+# TYPE mcptrust_webhook_ca_expiration_timestamp_seconds gauge
+mcptrust_webhook_ca_expiration_timestamp_seconds 1850000000
+# HELP mcptrust_certificate_expiration_timestamp_seconds notAfter of a certificate issued for an McpServer, as Unix seconds.
+# TYPE mcptrust_certificate_expiration_timestamp_seconds gauge
+mcptrust_certificate_expiration_timestamp_seconds{namespace="agents",name="lab",role="server",secret="lab-server-tls",secret_namespace="agents"} 1802995200
+mcptrust_certificate_expiration_timestamp_seconds{namespace="agents",name="web",role="server",secret="web-server-tls",secret_namespace="agents"} 1802000000
+# HELP mcptrust_certificate_renewal_timestamp_seconds When a certificate issued for an McpServer is renewed (notAfter - renewBefore), as Unix seconds.
+# TYPE mcptrust_certificate_renewal_timestamp_seconds gauge
+mcptrust_certificate_renewal_timestamp_seconds{namespace="agents",name="lab",role="server",secret="lab-server-tls",secret_namespace="agents"} 1800403200
+mcptrust_certificate_renewal_timestamp_seconds{namespace="agents",name="web",role="server",secret="web-server-tls",secret_namespace="agents"} 1799408000
+# HELP mcptrust_mcpserver_status_condition An McpServer condition: 1 for its current status, 0 for the two others.
+# TYPE mcptrust_mcpserver_status_condition gauge
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="CertificatesReady",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="CertificatesReady",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="CertificatesReady",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="Ready",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="TrustBundleReady",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="TrustBundleReady",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="agents",name="lab",type="TrustBundleReady",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Custom",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Custom",status="True"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Custom",status="Unknown"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Ready",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Ready",status="True"} 0
+mcptrust_mcpserver_status_condition{namespace="agents",name="web",type="Ready",status="Unknown"} 1
+mcptrust_mcpserver_status_condition{namespace="tools",name="x",type="Ready",status="False"} 0
+mcptrust_mcpserver_status_condition{namespace="tools",name="x",type="Ready",status="True"} 1
+mcptrust_mcpserver_status_condition{namespace="tools",name="x",type="Ready",status="Unknown"} 0
+# HELP mcptrust_trust_bundle_certificates Certificates in an McpServer's ca-bundle.pem.
+# TYPE mcptrust_trust_bundle_certificates gauge
+mcptrust_trust_bundle_certificates{namespace="agents",name="lab"} 147
+mcptrust_trust_bundle_certificates{namespace="agents",name="web"} 3
+# HELP mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds Earliest notAfter among an McpServer's private CAs and pinned certificates, as Unix seconds.
+# TYPE mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds gauge
+mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds{namespace="agents",name="lab"} 1850000000
+mcptrust_trust_bundle_private_ca_expiration_timestamp_seconds{namespace="agents",name="web"} 1900000000
+# HELP mcptrust_endpoint_probe_result 1 with the reason of the last endpoint probe (EndpointVerified's reason).
+# TYPE mcptrust_endpoint_probe_result gauge
+mcptrust_endpoint_probe_result{namespace="agents",name="lab",reason="Verified"} 1
+mcptrust_endpoint_probe_result{namespace="tools",name="x",reason="Verified"} 1
+# HELP mcptrust_endpoint_probe_duration_seconds Duration of the last endpoint probe.
+# TYPE mcptrust_endpoint_probe_duration_seconds gauge
+# UNIT mcptrust_endpoint_probe_duration_seconds seconds
+mcptrust_endpoint_probe_duration_seconds{namespace="agents",name="lab"} 0.25
+mcptrust_endpoint_probe_duration_seconds{namespace="idle",name="p"} 2.0
+mcptrust_endpoint_probe_duration_seconds{namespace="tools",name="x"} 0.0015
+# HELP mcptrust_endpoint_probe_timestamp_seconds When the last endpoint probe ran, as Unix seconds.
+# TYPE mcptrust_endpoint_probe_timestamp_seconds gauge
+mcptrust_endpoint_probe_timestamp_seconds{namespace="agents",name="lab"} 1795219260
+mcptrust_endpoint_probe_timestamp_seconds{namespace="tools",name="x"} 1795219200
+# HELP mcptrust_endpoint_peer_certificate_expiration_timestamp_seconds notAfter of the certificate the endpoint presented at the last probe, as Unix seconds.
+# TYPE mcptrust_endpoint_peer_certificate_expiration_timestamp_seconds gauge
+mcptrust_endpoint_peer_certificate_expiration_timestamp_seconds{namespace="agents",name="lab"} 1803859200
+# EOF
+"##;
+
+    /// `text` with the samples of each family sorted. prometheus-client's `Family` encodes
+    /// its series in `HashMap` order, which changes from run to run.
+    fn canonical(text: &str) -> String {
+        fn flush(out: &mut String, samples: &mut Vec<&str>) {
+            samples.sort_unstable();
+            for s in samples.drain(..) {
+                out.push_str(s);
+                out.push('\n');
+            }
+        }
+        let (mut out, mut samples) = (String::new(), Vec::new());
+        for line in text.lines() {
+            if line.starts_with('#') {
+                flush(&mut out, &mut samples);
+                out.push_str(line);
+                out.push('\n');
+            } else {
+                samples.push(line);
+            }
+        }
+        flush(&mut out, &mut samples);
+        out
+    }
+
+    /// A snapshot without the status around it.
+    fn snapshot(
+        namespace: &str,
+        name: &str,
+        certificates: &[(&'static str, &str, &str, i64)],
+        conditions: &[(&str, &str)],
+    ) -> ServerSnapshot {
+        ServerSnapshot {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            certificates: certificates
+                .iter()
+                .map(
+                    |&(role, secret, secret_namespace, not_after)| CertificateSeries {
+                        role,
+                        secret: secret.to_string(),
+                        secret_namespace: secret_namespace.to_string(),
+                        not_after,
+                        renewal: not_after - 30 * 86_400,
+                    },
+                )
+                .collect(),
+            conditions: conditions
+                .iter()
+                .map(|&(t, s)| (t.to_string(), s.to_string()))
+                .collect(),
+            bundle_certificates: None,
+            private_ca_not_after: None,
+            probe: None,
+        }
+    }
+
+    /// The whole exposition of the controller's registry after servers are recorded,
+    /// changed (a client certificate, a condition and a probe reason go away), pruned,
+    /// forgotten and cleared, compared with the text captured in [`LEADING`].
+    #[test]
+    fn exposition_text_of_recorded_servers() {
+        let c = ControllerMetrics::default();
+        let mut registry = Registry::with_prefix("mcptrust");
+        c.register(&mut registry);
+        let encode = || canonical(&crate::metrics::encode_registry(&registry));
+        c.set_leader(true);
+        c.set_federation_ca_not_after(1_900_000_000);
+        c.set_webhook_ca_not_after(1_850_000_000);
+
+        // agents/lab: mTLS with a client in another namespace, probed, not Ready.
+        c.record_server(&ServerSnapshot::from_status(
+            "agents",
+            "lab",
+            &status(),
+            None,
+        ));
+        c.probe_finished(
+            "agents",
+            "lab",
+            false,
+            "UnknownAuthority",
+            Duration::from_millis(250),
+        );
+        // agents/web: a private CA in its bundle, a condition type and a status the
+        // operator does not write, a probe duration that its next record removes.
+        let mut web = snapshot(
+            "agents",
+            "web",
+            &[("server", "web-server-tls", "agents", 1_802_000_000)],
+            &[("Ready", "Unknown"), ("Custom", "Maybe")],
+        );
+        web.bundle_certificates = Some(3);
+        web.private_ca_not_after = Some(Some(1_900_000_000));
+        c.record_server(&web);
+        c.probe_finished("agents", "web", false, "Timeout", Duration::from_millis(10));
+        web.private_ca_not_after = None; // not rebuilt: the exported value stays
+        c.record_server(&web);
+        // tools/x: no certificate, probed without a peer certificate.
+        let mut x = snapshot("tools", "x", &[], &[("Ready", "True")]);
+        x.private_ca_not_after = Some(None);
+        x.probe = Some(ProbeSeries {
+            reason: "Verified".to_string(),
+            timestamp: Some(1_795_219_200),
+            peer_not_after: None,
+        });
+        c.record_server(&x);
+        c.probe_finished("tools", "x", true, "Verified", Duration::from_micros(1_500));
+        // idle/p: only probed, never recorded.
+        c.probe_finished("idle", "p", true, "Verified", Duration::from_secs(2));
+
+        // agents/lab changes: its client and EndpointVerified go, the probe verifies.
+        let mut st = status();
+        st.client_certificates.clear();
+        st.conditions.retain(|c| c.type_ != "EndpointVerified");
+        for cond in &mut st.conditions {
+            cond.status = "True".into();
+        }
+        let mut lab = ServerSnapshot::from_status("agents", "lab", &st, None);
+        lab.probe = Some(ProbeSeries {
+            reason: "Verified".to_string(),
+            timestamp: Some(1_795_219_260),
+            peer_not_after: Some(1_803_859_200),
+        });
+        lab.private_ca_not_after = Some(Some(1_850_000_000));
+        c.record_server(&lab);
+
+        // gone/a is deleted (retain), tools/y forgotten.
+        c.record_server(&snapshot(
+            "gone",
+            "a",
+            &[("server", "a-server-tls", "gone", 1_802_000_000)],
+            &[("Ready", "True")],
+        ));
+        c.record_server(&snapshot("tools", "y", &[], &[("Ready", "False")]));
+        assert_eq!(c.retain_servers(|ns, _| ns != "gone"), 1);
+        c.forget_server("tools", "y");
+        assert_eq!(
+            c.servers(),
+            [
+                ("agents", "lab"),
+                ("agents", "web"),
+                ("idle", "p"),
+                ("tools", "x")
+            ]
+            .map(|(ns, n)| (ns.to_string(), n.to_string()))
+        );
+        assert_eq!(encode(), LEADING);
+
+        // No longer leading: every per-McpServer series goes, and so do their families (an
+        // empty family is not encoded); the leader gauge and the CA expiries read 0.
+        c.set_leader(false);
+        assert!(c.servers().is_empty());
+        let per_server = LEADING
+            .find("# HELP mcptrust_certificate_expiration_timestamp_seconds")
+            .expect("the first per-McpServer family");
+        let expected = LEADING[..per_server]
+            .replace(
+                "mcptrust_controller_leader 1\n",
+                "mcptrust_controller_leader 0\n",
+            )
+            .replace(
+                "mcptrust_federation_ca_expiration_timestamp_seconds 1900000000\n",
+                "mcptrust_federation_ca_expiration_timestamp_seconds 0\n",
+            )
+            .replace(
+                "mcptrust_webhook_ca_expiration_timestamp_seconds 1850000000\n",
+                "mcptrust_webhook_ca_expiration_timestamp_seconds 0\n",
+            )
+            + "# EOF\n";
+        assert_eq!(encode(), expected);
+    }
+
+    /// The per-McpServer samples come in one order whatever the order of the records
+    /// (McpServers by namespace and name, then each one's certificates and conditions in
+    /// its snapshot's order), and a certificate or condition named twice in a snapshot is
+    /// one series with the last values, as a `Family` made it.
+    #[test]
+    fn server_series_have_a_stable_order_and_keep_the_last_duplicate() {
+        let x = snapshot(
+            "b",
+            "x",
+            &[("server", "x-tls", "b", 1), ("server", "x-tls", "b", 2)],
+            &[("Ready", "False"), ("Ready", "True")],
+        );
+        let y = snapshot(
+            "a",
+            "y",
+            &[
+                ("client", "y-client-tls", "gw", 5),
+                ("server", "y-tls", "a", 3),
+            ],
+            &[("Ready", "True"), ("CertificatesReady", "False")],
+        );
+        let per_server = |records: [&ServerSnapshot; 2]| {
+            let c = ControllerMetrics::default();
+            let mut registry = Registry::with_prefix("mcptrust");
+            c.register(&mut registry);
+            for s in records {
+                c.record_server(s);
+            }
+            let text = crate::metrics::encode_registry(&registry);
+            let start = text
+                .find("# HELP mcptrust_certificate_expiration_timestamp_seconds")
+                .expect("the first per-McpServer family");
+            text[start..].to_string()
+        };
+        let text = per_server([&x, &y]);
+        assert_eq!(text, per_server([&y, &x]));
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("mcptrust_certificate_expiration_timestamp_seconds{")
+                    || l.starts_with("mcptrust_mcpserver_status_condition{")
+            })
+            .collect();
+        assert_eq!(
+            samples,
+            [
+                r#"mcptrust_certificate_expiration_timestamp_seconds{namespace="a",name="y",role="client",secret="y-client-tls",secret_namespace="gw"} 5"#,
+                r#"mcptrust_certificate_expiration_timestamp_seconds{namespace="a",name="y",role="server",secret="y-tls",secret_namespace="a"} 3"#,
+                r#"mcptrust_certificate_expiration_timestamp_seconds{namespace="b",name="x",role="server",secret="x-tls",secret_namespace="b"} 2"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="a",name="y",type="Ready",status="True"} 1"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="a",name="y",type="Ready",status="False"} 0"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="a",name="y",type="Ready",status="Unknown"} 0"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="a",name="y",type="CertificatesReady",status="True"} 0"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="a",name="y",type="CertificatesReady",status="False"} 1"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="a",name="y",type="CertificatesReady",status="Unknown"} 0"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="b",name="x",type="Ready",status="True"} 1"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="b",name="x",type="Ready",status="False"} 0"#,
+                r#"mcptrust_mcpserver_status_condition{namespace="b",name="x",type="Ready",status="Unknown"} 0"#,
+            ]
+        );
     }
 
     #[test]
