@@ -7,18 +7,23 @@
 //! - the same event about another related object (the client Secret after the server
 //!   Secret) is another Event;
 //! - a series whose Event was deleted starts again with a new Event, which the next
-//!   occurrence then updates.
+//!   occurrence then updates;
+//! - a series evicted from the cache (its bound) or expired (its TTL) starts a new Event.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+
+use std::num::NonZeroUsize;
 
 use common::envtest::ControlPlane;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams};
 use kube::{Resource, ResourceExt};
 use mcptrust::api::McpServer;
-use mcptrust::controller::events::{Event, EventType, FIELD_MANAGER_EVENTS, Recorder, Reporter};
+use mcptrust::controller::events::{
+    Event, EventType, FIELD_MANAGER_EVENTS, Recorder, Reporter, SeriesCache,
+};
 use serde_json::{Value, json};
 
 fn secret(ns: &str, name: &str) -> ObjectReference {
@@ -70,11 +75,11 @@ fn issued_events(cp: &ControlPlane, ns: &str) -> Vec<(String, Value)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeats_are_one_event_with_a_series_and_other_related_objects_another() {
-    let Some(cp) = e2e!() else { return };
+/// McpServer `github` in a new namespace named after `prefix`, as the API server returns
+/// it (with its uid), with the namespace and an admin client.
+async fn mcp_server(cp: &ControlPlane, prefix: &str) -> (String, kube::Client, McpServer) {
     cp.install_crds();
-    let ns = cp.namespace("events");
+    let ns = cp.namespace(prefix);
     cp.apply(&json!({
         "apiVersion": "mcptrust.io/v1alpha1", "kind": "McpServer",
         "metadata": {"name": "github", "namespace": ns},
@@ -85,6 +90,13 @@ async fn repeats_are_one_event_with_a_series_and_other_related_objects_another()
         .get("github")
         .await
         .unwrap();
+    (ns, client, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_are_one_event_with_a_series_and_other_related_objects_another() {
+    let Some(cp) = e2e!() else { return };
+    let (ns, client, server) = mcp_server(cp, "events").await;
     let regarding = server.object_ref(&());
     let recorder = Recorder::new(
         client.clone(),
@@ -192,4 +204,47 @@ async fn repeats_are_one_event_with_a_series_and_other_related_objects_another()
     assert_eq!(events[1].1["metadata"]["name"], renewed["metadata"]["name"]);
     assert_eq!(events[1].1["series"]["count"], 2, "{:#}", events[1].1);
     assert_eq!(recorder.cached_series(), 2);
+}
+
+/// A recorder whose cache holds one series for 5 s: a series evicted by another, or
+/// expired, starts a new Event; the old one keeps its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_and_expired_series_start_new_events() {
+    let Some(cp) = e2e!() else { return };
+    let (ns, client, server) = mcp_server(cp, "events-bounded").await;
+    let regarding = server.object_ref(&());
+    let ttl = k8s_openapi::jiff::SignedDuration::from_secs(5);
+    let recorder = Recorder::with_cache(
+        client,
+        Reporter::from("mcptrust"),
+        SeriesCache::new(NonZeroUsize::MIN, ttl),
+    );
+    let counts = |related: &str| -> Vec<Value> {
+        let mut c: Vec<(String, Value)> = issued_events(cp, &ns)
+            .into_iter()
+            .filter(|(r, _)| r == related)
+            .map(|(_, e)| {
+                (
+                    e["eventTime"].as_str().unwrap().to_owned(),
+                    e["series"]["count"].clone(),
+                )
+            })
+            .collect();
+        c.sort_by(|a, b| a.0.cmp(&b.0));
+        c.into_iter().map(|(_, n)| n).collect()
+    };
+
+    publish(&recorder, &ns, "github-tls", &regarding).await;
+    publish(&recorder, &ns, "github-tls", &regarding).await;
+    assert_eq!(counts("github-tls"), [json!(2)]);
+    // Another series takes the only place: the next github-tls occurrence is a new Event.
+    publish(&recorder, &ns, "github-client-tls", &regarding).await;
+    assert_eq!(recorder.cached_series(), 1);
+    publish(&recorder, &ns, "github-tls", &regarding).await;
+    assert_eq!(counts("github-tls"), [json!(2), Value::Null]);
+    // Past the TTL since its last occurrence: a new Event again.
+    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
+    publish(&recorder, &ns, "github-tls", &regarding).await;
+    assert_eq!(counts("github-tls"), [json!(2), Value::Null, Value::Null]);
+    assert_eq!(counts("github-client-tls"), [Value::Null]);
 }
