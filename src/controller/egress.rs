@@ -23,10 +23,10 @@
 //! The builders here are pure; [`reconcile`] is the thin apply layer called by
 //! [`super::reconcile::reconcile`].
 
+use super::EventType;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::events::EventType;
 use serde_json::json;
 
 use super::error::Result;

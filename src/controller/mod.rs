@@ -11,6 +11,7 @@ pub mod bundles;
 pub mod egress;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod namespaces;
@@ -32,7 +33,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as RuntimeConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -41,6 +41,7 @@ use crate::api::McpServer;
 use crate::pki::issue::CertificateAuthority;
 
 pub use error::{Error, Result};
+pub use events::{Event, EventType, Recorder, Reporter};
 pub use metrics::{ControllerMetrics, DurationGuard, ErrorLabels};
 
 /// Field manager of the trust ConfigMaps.
@@ -184,7 +185,8 @@ pub fn system_clock() -> Clock {
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Publishes events on McpServers (`kubectl describe` shows them).
+    /// Publishes events on McpServers (`kubectl describe` shows them), remembering at most
+    /// [`events::MAX_CACHED_SERIES`] series.
     pub recorder: Recorder,
     /// Configuration.
     pub config: ControllerConfig,
@@ -341,7 +343,7 @@ impl Context {
         loop {
             match self.recorder.publish(&ev, &reference).await {
                 Ok(()) => return,
-                Err(e) if transient(&e) && delay <= Duration::from_secs(16) => {
+                Err(e) if transient(e.kube_error()) && delay <= Duration::from_secs(16) => {
                     tracing::debug!(
                         reason,
                         "publishing an event failed, retrying in {delay:?}: {e}"
@@ -350,7 +352,11 @@ impl Context {
                     delay *= 2;
                 }
                 Err(e) => {
-                    tracing::warn!(reason, "publishing an event failed: {e}");
+                    tracing::warn!(
+                        reason,
+                        error = e.reason(),
+                        "publishing an event failed: {e}"
+                    );
                     return;
                 }
             }
