@@ -91,7 +91,13 @@ impl Caches {
         let namespace = index.by_namespace.entry(ns.clone()).or_default();
         namespace.remove(&name);
         if let Some(server) = with {
-            namespace.insert(name, Arc::new(Indexed::new(Arc::new(server.clone()))));
+            // The store's own `Arc` (the reflector wrote it before this event): a copy
+            // would double the McpServers' memory in the webhook.
+            let shared = self
+                .servers
+                .get(&ObjectRef::from_obj(server))
+                .unwrap_or_else(|| Arc::new(server.clone()));
+            namespace.insert(name, Arc::new(Indexed::new(shared)));
         }
         if namespace.by_name.is_empty() {
             index.by_namespace.remove(&ns);
