@@ -553,3 +553,93 @@ async fn share_process_namespace_false_is_annotated_not_overridden_over_https() 
         "the rest of the injection applies"
     );
 }
+
+/// `GET /metrics` with a text far larger than one chunk (a registry with 20,000 series,
+/// about 0.95 MB), over real HTTP/1.1 (chunked) and HTTP/1.0 (to the close) on 127.0.0.1:
+/// the body is the registry's whole text, byte for byte; a scraper that goes away
+/// mid-text leaves the next scrape whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_streamed_whole() {
+    use prometheus_client::metrics::{family::Family, gauge::Gauge};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let metrics = Arc::new(Metrics::new());
+    let family = Family::<Vec<(String, String)>, Gauge>::default();
+    for i in 0..20_000 {
+        family
+            .get_or_create(&vec![("name".to_owned(), format!("server-{i:05}"))])
+            .set(i);
+    }
+    metrics.register_with(|r| r.register("stream_test", "Streaming test series", family));
+    let expected = metrics.encode();
+    assert!(expected.len() > 900_000, "{}", expected.len());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(admin::serve(
+        listener,
+        admin::router(metrics.clone(), Readiness::new()),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let get = |version: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET /metrics {version}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), body.to_owned())
+    };
+    // HTTP/1.0: the body runs to the close.
+    let (head, body) = get("HTTP/1.0").await;
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(
+        body == expected,
+        "HTTP/1.0 body differs ({} bytes)",
+        body.len()
+    );
+    // HTTP/1.1: chunked; de-chunk it.
+    let (head, body) = get("HTTP/1.1").await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let mut rest = body.as_str();
+    let mut text = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        text.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    assert!(
+        text == expected,
+        "HTTP/1.1 body differs ({} bytes)",
+        text.len()
+    );
+    // A scraper that reads a little and goes away; the next scrape is whole.
+    {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut some = [0u8; 1024];
+        let _ = s.read(&mut some).await.unwrap();
+    }
+    let (_, body) = get("HTTP/1.0").await;
+    assert!(
+        body == expected,
+        "after an abandoned scrape ({} bytes)",
+        body.len()
+    );
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+}
