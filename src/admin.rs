@@ -127,12 +127,15 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
 /// The size of the chunks `/metrics` is streamed in, in bytes.
 const METRICS_CHUNK_BYTES: usize = 64 * 1024;
 
-/// A `fmt::Write` that hands the text on in [`METRICS_CHUNK_BYTES`] chunks over a bounded
-/// channel: the encoder waits while the scraper reads, and stops (a `fmt::Error`) when the
-/// scraper has gone.
+/// A `fmt::Write` that hands the text on in [`METRICS_CHUNK_BYTES`] chunks, and stops (a
+/// `fmt::Error`) when the scraper has gone. The channel is unbounded on purpose: the
+/// encoder holds the registry's and the per-McpServer collector's locks while it writes,
+/// and reconciles take the collector's lock on runtime workers, so waiting here for the
+/// scraper (which a runtime worker serves) could deadlock a two-worker runtime. A slow
+/// scraper can make the chunks pile up to the whole text, never twice it.
 struct ChunkWriter {
     buf: String,
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tx: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
 }
 
 impl ChunkWriter {
@@ -142,7 +145,7 @@ impl ChunkWriter {
         }
         let chunk = std::mem::replace(&mut self.buf, String::with_capacity(METRICS_CHUNK_BYTES));
         self.tx
-            .blocking_send(bytes::Bytes::from(chunk))
+            .send(bytes::Bytes::from(chunk))
             .map_err(|_| std::fmt::Error)
     }
 }
@@ -159,10 +162,10 @@ impl std::fmt::Write for ChunkWriter {
 
 /// `GET /metrics`: the OpenMetrics text, encoded on a blocking thread (with 10,000
 /// McpServers it takes a few hundred milliseconds, which would hold up a runtime worker
-/// and the admissions queued on it) and streamed in 64 KiB chunks (the whole text, about
-/// 28 MB then, is never held at once).
+/// and the admissions queued on it) and streamed in 64 KiB chunks as they come (the text,
+/// about 28 MB then, was a `String` grown by doubling: up to twice its size at once).
 async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
     tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter {
             buf: String::with_capacity(METRICS_CHUNK_BYTES),

@@ -163,7 +163,8 @@ impl Metrics {
 
     /// [`Metrics::encode`] into `out` as it goes, for a scrape streamed in chunks: with
     /// 10,000 McpServers the text is about 28 MB, which a `String` grown by doubling held
-    /// twice over at its peak (`admin`'s `/metrics` streams it in 64 KiB chunks instead).
+    /// twice over at its peak. `out` must not wait on anything a runtime worker does: the
+    /// registry's lock and the per-McpServer collector's are held while it writes.
     ///
     /// # Errors
     /// `out`'s error, which stops the encoding (the scraper went away).
