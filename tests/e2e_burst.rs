@@ -674,30 +674,35 @@ fn secrets_changed_behind_the_operators_back_are_reissued(
     assert_eq!(ready_count(cp, &ns), n);
 }
 
-/// The answer to one admission from the operator's webhook (`curl`, verifying the
-/// webhook's certificate with `ca`): the decoded JSONPatch text, empty when there is none.
-fn admission_patch(port: u16, ca: &std::path::Path, body: &std::path::Path) -> String {
+/// The McpServer the operator's webhook names for `review`'s pod: the pod's
+/// `mcptrust.io/mcpserver` annotation once the answer's JSONPatch is applied to it. The
+/// review goes over the tests' rustls client ([`common::post_review`], trusting only
+/// `ca_pem`).
+fn admitted_by(port: u16, ca_pem: &str, review: &Value) -> Option<String> {
     use base64::Engine as _;
-    let out = std::process::Command::new("curl")
-        .args(["-fsS", "--cacert"])
-        .arg(ca)
-        .args(["-X", "POST", "-H", "Content-Type: application/json"])
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
-        .arg(format!("https://127.0.0.1:{port}/mutate"))
-        .output()
-        .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&out.stdout).expect("an AdmissionReview");
-    answer["response"]["patch"]
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (reply, _) = rt.block_on(common::post_review(
+        addr,
+        ca_pem,
+        common::Proto::Http1,
+        review,
+    ));
+    let answer = reply.json();
+    let mut pod = review["request"]["object"].clone();
+    if let Some(p) = answer["response"]["patch"].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(p)
+            .expect("base64 patch");
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("a JSONPatch");
+        json_patch::patch(&mut pod, &patch).expect("the patch applies to the pod");
+    }
+    pod["metadata"]["annotations"]["mcptrust.io/mcpserver"]
         .as_str()
-        .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
-        .map(|p| String::from_utf8_lossy(&p).into_owned())
-        .unwrap_or_default()
+        .map(str::to_owned)
 }
 
 /// One oha run at a fixed rate: requests/s, p50, p99 and p99.9 (seconds), and failures
@@ -862,7 +867,10 @@ fn webhook_index_benchmark() {
         wait_until_or(
             Duration::from_secs(60),
             &format!("the webhook to inject zz-github-mcp's settings ({phase})"),
-            || admission_patch(webhook_port, &ca_file, &body).contains("zz-github-mcp"),
+            || {
+                admitted_by(webhook_port, &webhook_ca.pem, &review)
+                    == Some(format!("{pod_ns}/zz-github-mcp"))
+            },
             || operator.tail(30),
         );
     };
